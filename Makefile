@@ -1,0 +1,38 @@
+# fitlens: every user-facing target depends on `setup`, so a fresh clone needs nothing else.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH := torch==2.13.0
+# The embedded MLflow store inside the project directory (see tracking/store.py).
+STORE := sqlite:///$(CURDIR)/mlflow.db
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup train test lint mlflow-ui clean
+
+help: ## Show this help.
+	@echo "fitlens: make <target>"
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH) -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install fitlens (idempotent).
+
+train: setup ## Train the default config (an MLP on MNIST-1D) and record it in MLflow; ARGS="--config c.yaml optim.lr=3e-4".
+	$(VENV)/bin/fitlens train $(ARGS)
+
+test: setup ## Run the test suite.
+	$(PY) -m pytest -q $(ARGS)
+
+lint: setup ## Run ruff.
+	$(VENV)/bin/ruff check .
+
+mlflow-ui: setup ## Serve the MLflow UI on 127.0.0.1:5000 over the embedded store.
+	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port 5000
+
+clean: ## Remove the virtual environment and caches (keeps mlflow.db and mlartifacts/).
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The Dash dashboard that reads fitlens runs from MLflow."""

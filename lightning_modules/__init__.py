@@ -1,0 +1,1 @@
+"""Models, data and the LightningModule of fitlens; no MLflow or Ray import here."""

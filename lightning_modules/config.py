@@ -1,0 +1,141 @@
+"""Typed run configuration: the one schema that models, data, training and tracking share.
+
+Plain dataclasses (as nanoGPT's GPTConfig): the defaults *are* the default run, an
+MLP on MNIST-1D. Loading YAML, overrides and validation live in `tracking.config`;
+field metadata here says what is allowed (`ge`, `gt`, `le`, `lt`), and `Literal`
+types list the allowed names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Activation = Literal["sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "mish", "maxout"]
+Init = Literal["zeros", "constant", "normal", "uniform", "xavier", "glorot", "he", "default"]
+Arch = Literal["mlp", "cnn1d", "cnn2d"]
+Schedule = Literal["none", "step", "exponential", "inverse_time", "cosine"]
+Layout = Literal["auto", "flat", "image"]
+
+BUILTIN_DATASETS = ("mnist1d", "digits", "breast_cancer", "moons", "circles", "teacher_student", "csv", "parquet")
+
+
+class ConfigError(ValueError):
+    """A user's configuration is invalid; the message names the field, the value and what is allowed."""
+
+
+def _range(**bounds: float) -> dict[str, Any]:
+    return {"range": bounds}
+
+
+@dataclass
+class ModelConfig:
+    arch: Arch = "mlp"
+    # Hidden layers; 0 is logistic (binary) / softmax regression.
+    depth: int = field(default=2, metadata=_range(ge=0, le=64))
+    # One width for every hidden layer, or a list with one entry per hidden layer.
+    width: int | list[int] = 100
+    activation: Activation = "relu"
+    maxout_pieces: int = field(default=2, metadata=_range(ge=2, le=16))
+    leaky_slope: float = field(default=0.01, metadata=_range(ge=0.0, lt=1.0))
+    init: Init = "he"
+    init_std: float = field(default=0.01, metadata=_range(gt=0.0))  # for init=normal
+    init_value: float = 0.0  # for init=constant
+    init_bound: float = field(default=0.05, metadata=_range(gt=0.0))  # for init=uniform: U(-bound, bound)
+    batch_norm: bool = False
+    # Inverted dropout: probability of keeping a unit, one value or one per hidden layer (1 = off).
+    keep_prob: float | list[float] = 1.0
+    input_keep_prob: float = field(default=1.0, metadata=_range(gt=0.0, le=1.0))
+    # DropConnect: probability of keeping each weight of a hidden layer (1 = off).
+    dropconnect_keep_prob: float = field(default=1.0, metadata=_range(gt=0.0, le=1.0))
+    # CNNs: one conv block per entry; the MNIST-1D paper's CNN uses three of 25 channels.
+    channels: list[int] = field(default_factory=lambda: [32, 32, 32])
+    kernel_size: int = field(default=5, metadata=_range(ge=1, le=15))
+    stride: int = field(default=2, metadata=_range(ge=1, le=4))
+
+    def widths(self) -> list[int]:
+        """The width of each hidden layer."""
+        return list(self.width) if isinstance(self.width, list) else [self.width] * self.depth
+
+    def keep_probs(self) -> list[float]:
+        """The keep_prob of each hidden layer."""
+        return list(self.keep_prob) if isinstance(self.keep_prob, list) else [self.keep_prob] * self.depth
+
+
+@dataclass
+class DataConfig:
+    # A built-in data set, or the import path "package.module:Class" of a LightningDataModule.
+    name: str = "mnist1d"
+    args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of a user's LightningDataModule
+    path: str | None = None  # csv / parquet file
+    target: str | None = None  # csv / parquet label column
+    layout: Layout = "auto"  # digits: "image" (8x8, default) or "flat" (64)
+    seed: int = 0
+    n_samples: int = field(default=2000, metadata=_range(ge=20))  # moons, circles, teacher_student
+    n_features: int = field(default=20, metadata=_range(ge=1))  # teacher_student
+    n_classes: int = field(default=4, metadata=_range(ge=2))  # teacher_student
+    # moons / circles: std of the Gaussian noise; teacher_student: the label-noise rate (= Bayes error).
+    noise: float = field(default=0.1, metadata=_range(ge=0.0, lt=1.0))
+    dev_fraction: float = field(default=0.2, metadata=_range(gt=0.0, lt=1.0))
+    test_fraction: float = field(default=0.2, metadata=_range(gt=0.0, lt=1.0))  # sets without a fixed test split
+    train_fraction: float = field(default=1.0, metadata=_range(gt=0.0, le=1.0))  # for learning curves
+    batch_size: int = field(default=128, metadata=_range(ge=1))
+    normalize: bool = True  # standardize with the training split's mean and std
+    # Label-preserving augmentation: false, true (the data set's default ops) or a list of ops.
+    augment: bool | list[str] = False
+    # Human / Bayes error; null takes the data set's own estimate.
+    reference_error: float | None = field(default=None, metadata=_range(ge=0.0, le=1.0))
+
+
+@dataclass
+class OptimConfig:
+    # sgd, rmsprop, adam, adamw, or the name of any other torch.optim class (e.g. Adagrad).
+    name: str = "adam"
+    lr: float = field(default=1e-3, metadata=_range(gt=0.0))
+    momentum: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))  # sgd
+    nesterov: bool = False  # sgd, needs momentum > 0
+    beta1: float = field(default=0.9, metadata=_range(ge=0.0, lt=1.0))  # adam, adamw
+    beta2: float = field(default=0.999, metadata=_range(ge=0.0, lt=1.0))  # adam, adamw; rmsprop's decay
+    eps: float = field(default=1e-8, metadata=_range(gt=0.0))
+    # Decoupled weight decay (AdamW): not the L2 term of the cost, which is reg.l2.
+    weight_decay: float = field(default=0.0, metadata=_range(ge=0.0))
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra arguments of the torch.optim class
+    schedule: Schedule = "none"
+    step_size: int = field(default=10, metadata=_range(ge=1))  # step: epochs between decays
+    gamma: float = field(default=0.5, metadata=_range(gt=0.0, le=1.0))  # step, exponential
+    decay_rate: float = field(default=1.0, metadata=_range(ge=0.0))  # inverse_time: lr / (1 + decay_rate * epoch)
+    min_lr: float = field(default=0.0, metadata=_range(ge=0.0))  # cosine
+
+
+@dataclass
+class RegConfig:
+    # The cost J gains lambda/(2m) * sum ||W||_F^2 (l2) and lambda/(2m) * sum |W| (l1), weights only.
+    l2: float = field(default=0.0, metadata=_range(ge=0.0))
+    l1: float = field(default=0.0, metadata=_range(ge=0.0))
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = field(default=60, metadata=_range(ge=1))
+    early_stopping: bool = True
+    patience: int = field(default=10, metadata=_range(ge=1))  # epochs without a better dev error
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    precision: str = "32-true"
+    # Cap on batches per epoch (0 = all): the smoke-test switch.
+    limit_batches: int = field(default=0, metadata=_range(ge=0))
+
+
+@dataclass
+class RunConfig:
+    experiment: str = "fitlens"
+    run_name: str | None = None
+    # The import path "package.module:Class" of a user's LightningModule (null: the built-in one).
+    module: str | None = None
+    module_args: dict[str, Any] = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    reg: RegConfig = field(default_factory=RegConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,0 +1,1 @@
+"""Configuration, MLflow tracking, the training entry point and the `fitlens` command line."""
