@@ -9,7 +9,7 @@ STORE := sqlite:///$(CURDIR)/mlflow.db
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train test lint mlflow-ui clean
+.PHONY: help setup demo train test lint mlflow-ui clean
 
 help: ## Show this help.
 	@echo "fitlens: make <target>"
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install fitlens (idempotent).
+
+demo: setup ## Train the default network on the embedded store, then say how to look at it.
+	$(VENV)/bin/fitlens train $(ARGS)
+	@echo "Look at the run: make mlflow-ui, then open http://127.0.0.1:5000"
 
 train: setup ## Train the default config (an MLP on MNIST-1D) and record it in MLflow; ARGS="--config c.yaml optim.lr=3e-4".
 	$(VENV)/bin/fitlens train $(ARGS)

@@ -34,7 +34,7 @@ class ModelConfig:
     # Hidden layers; 0 is logistic (binary) / softmax regression.
     depth: int = field(default=2, metadata=_range(ge=0, le=64))
     # One width for every hidden layer, or a list with one entry per hidden layer.
-    width: int | list[int] = 100
+    width: int | list[int] = field(default=100, metadata=_range(ge=1))
     activation: Activation = "relu"
     maxout_pieces: int = field(default=2, metadata=_range(ge=2, le=16))
     leaky_slope: float = field(default=0.01, metadata=_range(ge=0.0, lt=1.0))
@@ -44,12 +44,12 @@ class ModelConfig:
     init_bound: float = field(default=0.05, metadata=_range(gt=0.0))  # for init=uniform: U(-bound, bound)
     batch_norm: bool = False
     # Inverted dropout: probability of keeping a unit, one value or one per hidden layer (1 = off).
-    keep_prob: float | list[float] = 1.0
+    keep_prob: float | list[float] = field(default=1.0, metadata=_range(gt=0.0, le=1.0))
     input_keep_prob: float = field(default=1.0, metadata=_range(gt=0.0, le=1.0))
     # DropConnect: probability of keeping each weight of a hidden layer (1 = off).
     dropconnect_keep_prob: float = field(default=1.0, metadata=_range(gt=0.0, le=1.0))
     # CNNs: one conv block per entry; the MNIST-1D paper's CNN uses three of 25 channels.
-    channels: list[int] = field(default_factory=lambda: [32, 32, 32])
+    channels: list[int] = field(default_factory=lambda: [32, 32, 32], metadata=_range(ge=1))
     kernel_size: int = field(default=5, metadata=_range(ge=1, le=15))
     stride: int = field(default=2, metadata=_range(ge=1, le=4))
 
@@ -139,3 +139,24 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     reg: RegConfig = field(default_factory=RegConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def import_object(path: str, field_name: str) -> Any:
+    """The object named by "package.module:Name" (the current directory is importable, as with `python -m`)."""
+    import importlib
+    import os
+    import sys
+
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{field_name} = {path!r}: expected an import path like 'package.module:ClassName'")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"{field_name} = {path!r}: cannot import module {module_name!r} ({err})") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"{field_name} = {path!r}: module {module_name!r} has no attribute {attr!r}") from None

@@ -1,0 +1,230 @@
+"""Load a run config from YAML plus dotted command-line overrides, checked against the typed schema.
+
+Every user error becomes a `ConfigError` whose message names the field, the value
+given and what is allowed, before any data is loaded or any run is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from lightning_modules.config import ConfigError, RunConfig
+
+__all__ = ["ConfigError", "load_config", "config_from_dict", "config_to_dict", "flatten", "dump_yaml"]
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """The run config: the defaults, updated by the YAML file at `path`, then by `key=value` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for override in overrides:
+        key, value = _parse_override(override)
+        _set_dotted(raw, key, value)
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
+    """Build and type-check a `RunConfig` from a nested mapping (missing keys keep their defaults)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"the config must be a mapping of sections (model, data, ...), got {_show(raw)}")
+    return _build(RunConfig, raw, prefix="")
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The config as plain nested dicts and lists (what `config.yaml` holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    """The config as YAML text that `load_config` reads back to an equal config."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings to dotted keys: {"model": {"depth": 2}} -> {"model.depth": 2}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {_show(raw)}")
+    return raw
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. model.depth=6")
+    try:
+        return key, yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        return key, value  # not YAML: take the text as a string and let the type check judge it
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = tree
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {'.'.join(parents[: i + 1])} is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(_unknown_key(f"{prefix}{key}", str(key), list(fields), prefix))
+    values = {}
+    for name, spec in fields.items():
+        if name not in raw:
+            continue
+        dotted = f"{prefix}{name}"
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(raw[name], Mapping):
+                raise ConfigError(f"{dotted} = {_show(raw[name])} must be a section (a mapping of keys)")
+            values[name] = _build(hint, raw[name], dotted + ".")
+        else:
+            value = _coerce(raw[name], hint, dotted)
+            _check_range(value, spec.metadata.get("range"), dotted)
+            values[name] = value
+    return cls(**values)
+
+
+def _unknown_key(dotted: str, key: str, allowed: list[str], prefix: str) -> str:
+    section = prefix.rstrip(".") or "the config"
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+    return f"unknown key '{dotted}'{hint}; the keys of {section} are: {', '.join(allowed)}"
+
+
+def _coerce(value: Any, hint: Any, dotted: str) -> Any:
+    """`value` as the type `hint` allows, or a ConfigError naming the field and the type."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, dotted)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{dotted} = {_show(value)}: expected {_describe(hint)}")
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            hint_text = f" (did you mean {close[0]!r}?)" if close else ""
+            return _raise(f"{dotted} = {_show(value)} is not allowed{hint_text}; choose one of: "
+                          + ", ".join(map(str, allowed)))
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list) or not value:
+            return _raise(f"{dotted} = {_show(value)}: expected {_describe(hint)}")
+        return [_coerce(v, item, f"{dotted}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            return _raise(f"{dotted} = {_show(value)}: expected a mapping of names to values")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        return _raise(f"{dotted} = {_show(value)}: expected true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        return _raise(f"{dotted} = {_show(value)}: expected an integer")
+    if hint is float:
+        return _as_float(value, dotted)
+    if hint is str:
+        if isinstance(value, str) and value:
+            return value
+        return _raise(f"{dotted} = {_show(value)}: expected a non-empty string")
+    raise TypeError(f"config schema: no rule for type {hint!r} of {dotted}")  # a bug in the schema, not user input
+
+
+def _as_float(value: Any, dotted: str) -> float:
+    # YAML 1.1 reads "3e-4" (no dot) as a string; accept any text that is a number.
+    if isinstance(value, bool):
+        return _raise(f"{dotted} = {_show(value)}: expected a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return _raise(f"{dotted} = {_show(value)}: expected a number")
+    if not math.isfinite(number):
+        return _raise(f"{dotted} = {_show(value)}: expected a finite number")
+    return number
+
+
+def _check_range(value: Any, bounds: Mapping[str, float] | None, dotted: str) -> None:
+    if not bounds or value is None:
+        return
+    items = value if isinstance(value, list) else [value]
+    tests = {"ge": (float.__ge__, ">="), "gt": (float.__gt__, ">"), "le": (float.__le__, "<="),
+             "lt": (float.__lt__, "<")}
+    for item in items:
+        if not isinstance(item, int | float) or isinstance(item, bool):
+            continue
+        for name, bound in bounds.items():
+            test, symbol = tests[name]
+            if not test(float(item), float(bound)):
+                allowed = " and ".join(f"{tests[n][1]} {b}" for n, b in bounds.items())
+                raise ConfigError(f"{dotted} = {_show(value)} is out of range; allowed: {allowed}")
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in typing.get_args(hint))
+    if origin is list:
+        plural = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+        return "a list of " + plural.get(typing.get_args(hint)[0], "values")
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _raise(message: str) -> Any:
+    raise ConfigError(message)

@@ -1,0 +1,50 @@
+"""Where runs are recorded: the MLflow tracking URI and the experiment of a run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+EMBEDDED_DB = "mlflow.db"
+EMBEDDED_ARTIFACTS = "mlartifacts"
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """The URI to log to: `explicit`, else MLFLOW_TRACKING_URI, else the embedded store in the current directory.
+
+    MLflow's own default moves between releases, so fitlens always names one.
+    """
+    if explicit:
+        return explicit
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_env:
+        return from_env
+    return f"sqlite:///{Path.cwd() / EMBEDDED_DB}"
+
+
+def is_embedded(uri: str) -> bool:
+    """True for a local SQLite store (artifacts then live in a folder beside the database)."""
+    return uri.startswith("sqlite:")
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created if missing; an embedded store keeps its artifacts beside the db."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    uri = client.tracking_uri
+    if is_embedded(uri):
+        db_path = Path(uri.removeprefix("sqlite:///"))
+        location = (db_path.parent / EMBEDDED_ARTIFACTS).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # Another process created it between our look-up and create: use theirs.
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id

@@ -1,0 +1,163 @@
+"""One tracked fit: build everything from the config (all user errors surface here, before any run
+exists), train with Lightning, and record the run in MLflow as DESIGN.md lays it out."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+from lightning_modules.config import ConfigError, RunConfig, import_object
+from lightning_modules.data import build_datamodule
+from lightning_modules.models import build_model
+from lightning_modules.module import FitModule, evaluate
+from lightning_modules.optim import check_optim_config
+from tracking.config import config_to_dict, dump_yaml, flatten
+from tracking.store import experiment_id, tracking_uri
+from tracking.writer import MlflowLogger, RunWriter
+
+MONITOR = "dev/error"  # early stopping and the kept checkpoint both follow the dev error
+CHECKPOINT_ARTIFACT_DIR = "checkpoints"
+
+
+@dataclass
+class Prepared:
+    """What a fit needs, built and checked before anything is logged."""
+
+    config: RunConfig  # resolved: data.reference_error holds the value actually used
+    datamodule: pl.LightningDataModule
+    module: pl.LightningModule
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Build the data module and the LightningModule; every invalid input raises ConfigError here."""
+    check_optim_config(cfg.optim)
+    datamodule = build_datamodule(cfg.data)
+    datamodule.setup("fit")
+    reference_error = cfg.data.reference_error
+    if reference_error is None:
+        reference_error = getattr(datamodule, "reference_error", None)
+    resolved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, reference_error=reference_error))
+    if cfg.module is not None:
+        module = _user_module(cfg.module, cfg.module_args)
+    else:
+        missing = [a for a in ("input_shape", "n_classes", "m_train") if not hasattr(datamodule, a)]
+        if missing:
+            raise ConfigError(
+                f"data.name = {cfg.data.name!r}: the built-in model needs the data module to set "
+                f"{', '.join(missing)} in setup(); set them, or name your own LightningModule in `module`"
+            )
+        net = build_model(cfg.model, tuple(datamodule.input_shape), int(datamodule.n_classes))
+        module = FitModule(net, cfg.optim, cfg.reg, int(datamodule.m_train), cfg.train.max_epochs)
+    return Prepared(resolved, datamodule, module)
+
+
+def _user_module(path: str, args: dict[str, Any]) -> pl.LightningModule:
+    cls = import_object(path, "module")
+    if not (isinstance(cls, type) and issubclass(cls, pl.LightningModule)):
+        raise ConfigError(f"module = {path!r} is not a pytorch_lightning.LightningModule subclass")
+    try:
+        return cls(**args)
+    except TypeError as err:
+        raise ConfigError(f"module_args = {args!r} do not fit {path}: {err}") from None
+
+
+def train(cfg: RunConfig, uri: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run one fit and record it as one MLflow run; returns the summary that `fitlens train --json` prints."""
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    prepared = prepare(cfg)
+    cfg = prepared.config
+    uri = tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = experiment_id(client, cfg.experiment)
+    run = client.create_run(exp_id, run_name=cfg.run_name, tags=_tags(cfg))
+    run_id = run.info.run_id
+    writer = RunWriter(client, run_id)
+    try:
+        writer.log_params(flatten(config_to_dict(cfg)))
+        client.log_text(run_id, dump_yaml(cfg), "config.yaml")
+        metrics = _fit(prepared, writer, client, progress)
+    except BaseException as err:
+        writer.flush()  # what was measured before the failure stays in the run
+        killed = isinstance(err, KeyboardInterrupt | SystemExit)
+        if not killed:
+            client.set_tag(run_id, "fitlens.error", f"{type(err).__name__}: {err}"[:5000])
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return {"run_id": run_id, "experiment_id": exp_id, "tracking_uri": uri,
+            "reference_error": cfg.data.reference_error, **metrics}
+
+
+def _tags(cfg: RunConfig) -> dict[str, str]:
+    tags = {"fitlens.dataset": cfg.data.name, "fitlens.arch": cfg.module or cfg.model.arch}
+    if cfg.data.reference_error is not None:
+        tags["fitlens.reference_error"] = str(cfg.data.reference_error)
+    return tags
+
+
+def _fit(prepared: Prepared, writer: RunWriter, client: MlflowClient, progress: bool) -> dict[str, float]:
+    cfg, datamodule, module = prepared.config, prepared.datamodule, prepared.module
+    _quiet_lightning()
+    with tempfile.TemporaryDirectory(prefix="fitlens-ckpt-") as ckpt_dir:
+        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="min",
+                                     save_top_k=1, auto_insert_metric_name=False)
+        callbacks: list[pl.Callback] = [checkpoint]
+        if cfg.train.early_stopping:
+            callbacks.append(EarlyStopping(monitor=MONITOR, mode="min", patience=cfg.train.patience))
+        limit = cfg.train.limit_batches or 1.0
+        trainer = pl.Trainer(
+            max_epochs=cfg.train.max_epochs,
+            accelerator=cfg.train.accelerator,
+            devices=cfg.train.devices,
+            precision=cfg.train.precision,
+            logger=MlflowLogger(writer),
+            callbacks=callbacks,
+            enable_progress_bar=progress,
+            enable_model_summary=progress,
+            num_sanity_val_steps=0,
+            limit_train_batches=limit,
+            limit_val_batches=limit,
+            limit_test_batches=limit,
+        )
+        trainer.fit(module, datamodule=datamodule)
+        last_epoch = {key: float(value) for key, value in trainer.callback_metrics.items()}
+        best = checkpoint.best_model_path or None
+        # The test set is touched once, at the end, with the kept (best-dev) weights.
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        summary = {key: float(trainer.callback_metrics[key])
+                   for key in ("test/error", "test/loss") if key in trainer.callback_metrics}
+        if isinstance(module, FitModule):
+            # Train and dev error of the kept weights, in eval mode: no dropout, no augmentation.
+            for split, loader in (("train", datamodule.train_eval_dataloader()), ("dev", datamodule.val_dataloader())):
+                for stat, value in evaluate(module.net, loader).items():
+                    summary[f"{split}/{stat}"] = value
+        else:
+            # A user's module is measured by its own logging: the values of the last epoch.
+            summary |= {key: last_epoch[key] for key in ("train/error", "train/loss", "dev/error", "dev/loss")
+                        if key in last_epoch}
+        writer.log_metrics({f"best/{key}": value for key, value in summary.items() if not key.startswith("test/")},
+                           step=trainer.global_step)
+        writer.flush()
+        if best:
+            client.log_artifact(writer.run_id, best, CHECKPOINT_ARTIFACT_DIR)
+    summary["epochs"] = trainer.current_epoch
+    return summary
+
+
+def _quiet_lightning() -> None:
+    # Lightning's banners ("GPU available: ...") and its advice on DataLoader workers (useless for
+    # in-memory tensors on 2 cores) would drown the summary a user reads.
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+
