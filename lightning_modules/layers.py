@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -62,69 +64,44 @@ def _drop_connections(weight: Tensor, keep_prob: float, training: bool) -> Tenso
     return weight * mask / keep_prob
 
 
-class DropConnectLinear(nn.Linear):
-    """A linear layer whose weights (not units) are dropped: W * M / keep_prob, M ~ Bernoulli(keep_prob).
+class _DropConnect:
+    """Mixin: DropConnect on the `weight` of a Linear or Conv layer, W * M / keep_prob with
+    M ~ Bernoulli(keep_prob), in training only; the bias is never dropped."""
 
-    Training only; in eval mode it is a plain linear layer. The bias is never dropped.
-    """
+    weight: Tensor
+    training: bool
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, keep_prob: float = 1.0) -> None:
-        super().__init__(in_features, out_features, bias=bias)
+    def __init__(self, *args: Any, keep_prob: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.keep_prob = check_keep_prob(keep_prob)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, _drop_connections(self.weight, self.keep_prob, self.training), self.bias)
+    def _dropped_weight(self) -> Tensor:
+        return _drop_connections(self.weight, self.keep_prob, self.training)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, keep_prob={self.keep_prob}"
 
 
-class DropConnectConv1d(nn.Conv1d):
-    """`nn.Conv1d` with DropConnect on its kernel weights (training only); see `DropConnectLinear`."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: int = 0,
-        bias: bool = True,
-        *,
-        keep_prob: float = 1.0,
-    ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
-        self.keep_prob = check_keep_prob(keep_prob)
+class DropConnectLinear(_DropConnect, nn.Linear):
+    """A linear layer whose weights (not units) are dropped; a plain linear layer in eval mode."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, _drop_connections(self.weight, self.keep_prob, self.training), self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, keep_prob={self.keep_prob}"
+        return F.linear(x, self._dropped_weight(), self.bias)
 
 
-class DropConnectConv2d(nn.Conv2d):
-    """`nn.Conv2d` with DropConnect on its kernel weights (training only); see `DropConnectLinear`."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: int = 0,
-        bias: bool = True,
-        *,
-        keep_prob: float = 1.0,
-    ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
-        self.keep_prob = check_keep_prob(keep_prob)
+class _DropConnectConv(_DropConnect):
+    bias: Tensor | None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, _drop_connections(self.weight, self.keep_prob, self.training), self.bias)
+        return self._conv_forward(x, self._dropped_weight(), self.bias)
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, keep_prob={self.keep_prob}"
+
+class DropConnectConv1d(_DropConnectConv, nn.Conv1d):
+    """`nn.Conv1d` with DropConnect on its kernel weights (training only)."""
+
+
+class DropConnectConv2d(_DropConnectConv, nn.Conv2d):
+    """`nn.Conv2d` with DropConnect on its kernel weights (training only)."""
 
 
 class ChannelMaxout(nn.Module):

@@ -72,6 +72,7 @@ def _user_module(path: str, args: dict[str, Any]) -> pl.LightningModule:
 
 def train(cfg: RunConfig, uri: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Run one fit and record it as one MLflow run; returns the summary that `fitlens train --json` prints."""
+    _quiet_libraries()
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     prepared = prepare(cfg)
     cfg = prepared.config
@@ -106,7 +107,6 @@ def _tags(cfg: RunConfig) -> dict[str, str]:
 
 def _fit(prepared: Prepared, writer: RunWriter, client: MlflowClient, progress: bool) -> dict[str, float]:
     cfg, datamodule, module = prepared.config, prepared.datamodule, prepared.module
-    _quiet_lightning()
     with tempfile.TemporaryDirectory(prefix="fitlens-ckpt-") as ckpt_dir:
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="min",
                                      save_top_k=1, auto_insert_metric_name=False)
@@ -153,11 +153,13 @@ def _fit(prepared: Prepared, writer: RunWriter, client: MlflowClient, progress: 
     return summary
 
 
-def _quiet_lightning() -> None:
-    # Lightning's banners ("GPU available: ...") and its advice on DataLoader workers (useless for
-    # in-memory tensors on 2 cores) would drown the summary a user reads.
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+def _quiet_libraries() -> None:
+    # Lightning's banners ("GPU available: ..."), its advice on DataLoader workers (useless for
+    # in-memory tensors on 2 cores), its own deprecation notices and MLflow's database set-up
+    # messages would drown the summary a user reads.
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
 
