@@ -16,6 +16,8 @@ Init = Literal["zeros", "constant", "normal", "uniform", "xavier", "glorot", "he
 Arch = Literal["mlp", "cnn1d", "cnn2d"]
 Schedule = Literal["none", "step", "exponential", "inverse_time", "cosine"]
 Layout = Literal["auto", "flat", "image"]
+DiagnosticsKind = Literal["weight", "bias", "grad", "preact", "act", "update"]
+DiagnosticsPreset = Literal["off", "economy", "default", "full"]
 
 BUILTIN_DATASETS = ("mnist1d", "digits", "breast_cancer", "moons", "circles", "teacher_student", "csv", "parquet")
 
@@ -128,6 +130,21 @@ class TrainConfig:
 
 
 @dataclass
+class DiagnosticsConfig:
+    """What the diagnostics callback records; null fields take the preset's value (tracking/diagnostics.py)."""
+
+    preset: DiagnosticsPreset = "default"
+    kinds: list[DiagnosticsKind] | None = None
+    every: int | None = field(default=None, metadata=_range(ge=1))  # steps between snapshots
+    log_spaced: bool | None = None  # also snapshot at steps 1, 2, 4, 8, ... below `every`
+    bins: int | None = field(default=None, metadata=_range(ge=2, le=1024))
+    # Layer names (as in named_modules) matched with shell-style patterns; empty include = every
+    # parametrized leaf module.
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunConfig:
     experiment: str = "fitlens"
     run_name: str | None = None
@@ -139,6 +156,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     reg: RegConfig = field(default_factory=RegConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
 
 def import_object(path: str, field_name: str) -> Any:

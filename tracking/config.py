@@ -145,6 +145,10 @@ def _coerce(value: Any, hint: Any, dotted: str) -> Any:
         raise ConfigError(f"{dotted} = {_show(value)}: expected {_describe(hint)}")
     if origin is Literal:
         allowed = typing.get_args(hint)
+        if isinstance(value, bool):
+            # YAML 1.1 reads off/on/no/yes as booleans: take the word back when the choices have it.
+            words = ("off", "false", "no") if value is False else ("on", "true", "yes")
+            value = next((w for w in words if w in allowed), value)
         if value not in allowed:
             close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
             hint_text = f" (did you mean {close[0]!r}?)" if close else ""
@@ -153,7 +157,7 @@ def _coerce(value: Any, hint: Any, dotted: str) -> Any:
         return value
     if origin is list:
         (item,) = typing.get_args(hint)
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, list):
             return _raise(f"{dotted} = {_show(value)}: expected {_describe(hint)}")
         return [_coerce(v, item, f"{dotted}[{i}]") for i, v in enumerate(value)]
     if origin is dict:

@@ -30,6 +30,13 @@ def is_embedded(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
+def client_for(uri: str) -> MlflowClient:
+    """An MlflowClient for `uri`; an embedded store's folder is created first (SQLite will not)."""
+    if is_embedded(uri):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     """The id of experiment `name`, created if missing; an embedded store keeps its artifacts beside the db."""
     found = client.get_experiment_by_name(name)

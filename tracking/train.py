@@ -4,15 +4,11 @@ exists), train with Lightning, and record the run in MLflow as DESIGN.md lays it
 from __future__ import annotations
 
 import dataclasses
-import logging
 import tempfile
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
-from mlflow.entities import RunStatus
-from mlflow.tracking import MlflowClient
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from lightning_modules.config import ConfigError, RunConfig, import_object
@@ -20,12 +16,13 @@ from lightning_modules.data import build_datamodule
 from lightning_modules.models import build_model
 from lightning_modules.module import FitModule, evaluate
 from lightning_modules.optim import check_optim_config
-from tracking.config import config_to_dict, dump_yaml, flatten
-from tracking.store import experiment_id, tracking_uri
-from tracking.writer import MlflowLogger, RunWriter
+from tracking.callback import DiagnosticsCallback
+from tracking.diagnostics import resolve, select_layers
+from tracking.layout import CHECKPOINT_DIR
+from tracking.recording import Recording, quiet_libraries, recorded_run
+from tracking.writer import MlflowLogger
 
 MONITOR = "dev/error"  # early stopping and the kept checkpoint both follow the dev error
-CHECKPOINT_ARTIFACT_DIR = "checkpoints"
 
 
 @dataclass
@@ -57,6 +54,9 @@ def prepare(cfg: RunConfig) -> Prepared:
             )
         net = build_model(cfg.model, tuple(datamodule.input_shape), int(datamodule.n_classes))
         module = FitModule(net, cfg.optim, cfg.reg, int(datamodule.m_train), cfg.train.max_epochs)
+    settings = resolve(cfg.diagnostics)
+    if settings.enabled:
+        select_layers(getattr(module, "net", module), settings.include, settings.exclude)  # patterns match something
     return Prepared(resolved, datamodule, module)
 
 
@@ -72,29 +72,13 @@ def _user_module(path: str, args: dict[str, Any]) -> pl.LightningModule:
 
 def train(cfg: RunConfig, uri: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Run one fit and record it as one MLflow run; returns the summary that `fitlens train --json` prints."""
-    _quiet_libraries()
+    quiet_libraries()
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     prepared = prepare(cfg)
     cfg = prepared.config
-    uri = tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
-    exp_id = experiment_id(client, cfg.experiment)
-    run = client.create_run(exp_id, run_name=cfg.run_name, tags=_tags(cfg))
-    run_id = run.info.run_id
-    writer = RunWriter(client, run_id)
-    try:
-        writer.log_params(flatten(config_to_dict(cfg)))
-        client.log_text(run_id, dump_yaml(cfg), "config.yaml")
-        metrics = _fit(prepared, writer, client, progress)
-    except BaseException as err:
-        writer.flush()  # what was measured before the failure stays in the run
-        killed = isinstance(err, KeyboardInterrupt | SystemExit)
-        if not killed:
-            client.set_tag(run_id, "fitlens.error", f"{type(err).__name__}: {err}"[:5000])
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    return {"run_id": run_id, "experiment_id": exp_id, "tracking_uri": uri,
+    with recorded_run(cfg, uri, _tags(cfg)) as run:
+        metrics = _fit(prepared, run, progress)
+    return {"run_id": run.run_id, "experiment_id": run.experiment_id, "tracking_uri": run.tracking_uri,
             "reference_error": cfg.data.reference_error, **metrics}
 
 
@@ -105,12 +89,14 @@ def _tags(cfg: RunConfig) -> dict[str, str]:
     return tags
 
 
-def _fit(prepared: Prepared, writer: RunWriter, client: MlflowClient, progress: bool) -> dict[str, float]:
-    cfg, datamodule, module = prepared.config, prepared.datamodule, prepared.module
+def _fit(prepared: Prepared, run: Recording, progress: bool) -> dict[str, float]:
+    cfg, datamodule, module, writer = prepared.config, prepared.datamodule, prepared.module, run.writer
     with tempfile.TemporaryDirectory(prefix="fitlens-ckpt-") as ckpt_dir:
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="min",
                                      save_top_k=1, auto_insert_metric_name=False)
         callbacks: list[pl.Callback] = [checkpoint]
+        if resolve(cfg.diagnostics).enabled:
+            callbacks.append(DiagnosticsCallback(cfg.diagnostics))
         if cfg.train.early_stopping:
             callbacks.append(EarlyStopping(monitor=MONITOR, mode="min", patience=cfg.train.patience))
         limit = cfg.train.limit_batches or 1.0
@@ -148,18 +134,6 @@ def _fit(prepared: Prepared, writer: RunWriter, client: MlflowClient, progress: 
                            step=trainer.global_step)
         writer.flush()
         if best:
-            client.log_artifact(writer.run_id, best, CHECKPOINT_ARTIFACT_DIR)
+            run.client.log_artifact(run.run_id, best, CHECKPOINT_DIR)
     summary["epochs"] = trainer.current_epoch
     return summary
-
-
-def _quiet_libraries() -> None:
-    # Lightning's banners ("GPU available: ..."), its advice on DataLoader workers (useless for
-    # in-memory tensors on 2 cores), its own deprecation notices and MLflow's database set-up
-    # messages would drown the summary a user reads.
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "mlflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
-

@@ -1,0 +1,100 @@
+"""Histogram storage: Parquet parts under the run's `diagnostics/` artifacts, with a `schema.json`.
+
+One part per snapshot, serialized and uploaded on the writer's thread: the training thread only
+hands over numpy arrays, and a crash loses at most the part being written. The schema is
+documented in docs/diagnostics.md.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tracking.layout import DIAGNOSTICS_DIR, SCHEMA_FILE, SCHEMA_VERSION, histogram_part
+from tracking.writer import RunWriter
+
+ARROW_SCHEMA = pa.schema(
+    [
+        ("step", pa.int64()),
+        ("kind", pa.string()),
+        ("layer", pa.string()),
+        ("edges", pa.list_(pa.float64())),
+        ("counts", pa.list_(pa.int64())),
+    ]
+)
+
+
+@dataclass
+class HistogramRow:
+    """The histogram of one tensor at one snapshot: bins + 1 increasing edges and bins counts."""
+
+    step: int
+    kind: str
+    layer: str
+    edges: np.ndarray  # (bins + 1,) float64
+    counts: np.ndarray  # (bins,) int64
+
+
+def schema_document(bins: int, kinds: tuple[str, ...]) -> dict:
+    """The content of diagnostics/schema.json."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "format": "parquet",
+        "parts": f"{DIAGNOSTICS_DIR}/hist-NNNNN.parquet, one per snapshot, numbered from 00000",
+        "row": "one row per (step, kind, layer)",
+        "columns": {
+            "step": "int64: the global step of the snapshot (0 = before the first update)",
+            "kind": "string: one of " + ", ".join(kinds),
+            "layer": "string: the module's name in named_modules()",
+            "edges": "list<float64>: bins + 1 increasing bin edges, from the min to the max of the finite values",
+            "counts": "list<int64>: bins counts, numpy.histogram semantics (the last bin includes its right edge); "
+            "non-finite values are not counted (see the nonfinite statistic)",
+        },
+        "bins": bins,
+        "kinds": list(kinds),
+        "statistics": "MLflow metrics diag/<kind>/<layer>/<stat> at the same steps",
+    }
+
+
+class HistogramParts:
+    """Writes each snapshot's histograms as one Parquet part of the run, off the training thread."""
+
+    def __init__(self, writer: RunWriter, bins: int, kinds: tuple[str, ...]) -> None:
+        self.writer = writer
+        self._dir = Path(tempfile.mkdtemp(prefix="fitlens-hist-"))
+        self._next = 0
+        schema_path = self._dir / SCHEMA_FILE
+        schema_path.write_text(json.dumps(schema_document(bins, kinds), indent=2))
+        writer.log_artifact(schema_path, DIAGNOSTICS_DIR, delete=True)
+
+    def write(self, rows: list[HistogramRow]) -> None:
+        """Queue one part holding `rows`."""
+        if not rows:
+            return
+        path = self._dir / histogram_part(self._next)
+        self._next += 1
+
+        def serialize_and_upload() -> None:
+            table = pa.table(
+                {
+                    "step": [r.step for r in rows],
+                    "kind": [r.kind for r in rows],
+                    "layer": [r.layer for r in rows],
+                    "edges": [r.edges.astype(np.float64) for r in rows],
+                    "counts": [r.counts.astype(np.int64) for r in rows],
+                },
+                schema=ARROW_SCHEMA,
+            )
+            tmp = path.with_suffix(".tmp")
+            pq.write_table(table, tmp)
+            tmp.rename(path)  # a part on disk is always whole
+            self.writer.client.log_artifact(self.writer.run_id, str(path), DIAGNOSTICS_DIR)
+            path.unlink(missing_ok=True)
+
+        self.writer.submit(serialize_and_upload)

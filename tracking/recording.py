@@ -1,0 +1,73 @@
+"""One MLflow run around a piece of work (a fit, a gradient check): created after the config is
+checked, params and config.yaml logged, and closed as FINISHED, FAILED (with the error) or KILLED
+(Ctrl-C, SIGTERM), with every point measured before a failure kept."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+from lightning_modules.config import RunConfig
+from tracking.config import config_to_dict, dump_yaml, flatten
+from tracking.layout import CONFIG_FILE
+from tracking.signals import sigterm_raises_terminated
+from tracking.store import client_for, experiment_id, tracking_uri
+from tracking.writer import RunWriter
+
+
+@dataclass
+class Recording:
+    """The run being recorded."""
+
+    client: MlflowClient
+    tracking_uri: str
+    experiment_id: str
+    run_id: str
+    writer: RunWriter
+
+
+@contextmanager
+def recorded_run(
+    cfg: RunConfig, uri: str | None, tags: Mapping[str, str], extra_params: Mapping[str, Any] | None = None
+) -> Iterator[Recording]:
+    """Create the run of `cfg` in experiment cfg.experiment, log its params and config.yaml, and
+    close it when the block ends; SIGTERM inside the block raises `Terminated`."""
+    quiet_libraries()
+    uri = tracking_uri(uri)
+    client = client_for(uri)
+    exp_id = experiment_id(client, cfg.experiment)
+    run_id = client.create_run(exp_id, run_name=cfg.run_name, tags=dict(tags)).info.run_id
+    writer = RunWriter(client, run_id)
+    try:
+        with sigterm_raises_terminated():
+            writer.log_params({**flatten(config_to_dict(cfg)), **(extra_params or {})})
+            client.log_text(run_id, dump_yaml(cfg), CONFIG_FILE)
+            yield Recording(client, uri, exp_id, run_id, writer)
+    except BaseException as err:
+        writer.close()  # what was measured before the failure stays in the run
+        # Ctrl-C, SystemExit and SIGTERM (BaseExceptions all) mean the user stopped it: KILLED, not FAILED.
+        killed = not isinstance(err, Exception)
+        if not killed:
+            client.set_tag(run_id, "fitlens.error", f"{type(err).__name__}: {err}"[:5000])
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
+        raise
+    writer.close()
+    client.set_terminated(run_id, "FINISHED")
+
+
+def quiet_libraries() -> None:
+    """Silence what would drown the summary a user reads: Lightning's banners ("GPU available: ..."),
+    its advice on DataLoader workers (useless for in-memory tensors on 2 cores), its own deprecation
+    notices, and MLflow's database set-up messages."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
