@@ -9,7 +9,7 @@ STORE := sqlite:///$(CURDIR)/mlflow.db
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo train test lint mlflow-ui clean
+.PHONY: help setup demo train test bench lint mlflow-ui clean
 
 help: ## Show this help.
 	@echo "fitlens: make <target>"
@@ -31,6 +31,13 @@ train: setup ## Train the default config (an MLP on MNIST-1D) and record it in M
 
 test: setup ## Run the test suite.
 	$(PY) -m pytest -q $(ARGS)
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed ## Measure what diagnostics cost, side by side (prints the README's table).
+	$(PY) benchmarks/bench_diagnostics.py $(ARGS)
 
 lint: setup ## Run ruff.
 	$(VENV)/bin/ruff check .

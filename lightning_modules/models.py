@@ -302,9 +302,10 @@ class _ConvNet(nn.Module):
 class CNN1d(_ConvNet):
     """A 1-D CNN for sequences such as MNIST-1D: input (B, L) or (B, C, L).
 
-    The MNIST-1D paper's CNN (three conv layers of 25 channels, stride 2, then a linear layer,
-    ~94% test accuracy) corresponds to channels [32, 32, 32], kernel_size 5, stride 2 (the
-    defaults): 40 -> 20 -> 10 -> 5 positions, then Linear(32 * 5, n_classes).
+    The MNIST-1D paper's CNN (three conv layers of 25 channels, kernels 5, 3, 3, stride 2, then a
+    linear layer) is approximated by channels [25, 25, 25], kernel_size 5, stride 2: one kernel size
+    for every block, 40 -> 20 -> 10 -> 5 positions, then Linear(25 * 5, n_classes), the paper's 125
+    inputs (configs/mnist1d_cnn.yaml, with augmentation: ~95% test accuracy).
     """
 
     spatial_dims: ClassVar[int] = 1

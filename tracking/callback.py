@@ -29,7 +29,7 @@ from tracking.diagnostics import (
 )
 from tracking.histograms import HistogramParts, HistogramRow
 from tracking.layout import diag_key
-from tracking.stats import histogram, kind_stats
+from tracking.stats import Summary, summarize
 from tracking.writer import RunWriter
 
 # Normalization layers sit between a layer and its activation; the activation belongs to the layer.
@@ -40,10 +40,7 @@ NORMALIZATION = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 class _Entry:
     kind: str
     layer: str
-    stats: Tensor  # (n_stats,) on the device, in the order of `names`
-    names: tuple[str, ...]
-    edges: Tensor  # (bins + 1,)
-    counts: Tensor  # (bins,)
+    summary: Summary  # the stats and histogram, on the device
 
 
 @dataclass
@@ -183,12 +180,8 @@ class DiagnosticsCallback(pl.Callback):
              activation: str | None = None, before: Tensor | None = None) -> None:
         if kind not in self.settings.kinds:
             return
-        stats = kind_stats(kind, x, before=before, activation=activation, unit_dim=unit_dim)
-        # The histogram of an update is the histogram of the change itself.
-        edges, counts = histogram(x - before if before is not None else x, self.settings.bins)
-        names = tuple(stats)
-        snapshot.entries.append(_Entry(kind, layer, torch.stack([stats[n].double() for n in names]), names,
-                                       edges, counts))
+        summary = summarize(kind, x, self.settings.bins, before=before, activation=activation, unit_dim=unit_dim)
+        snapshot.entries.append(_Entry(kind, layer, summary))
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:
@@ -200,19 +193,17 @@ class DiagnosticsCallback(pl.Callback):
     def _store(self, snapshot: _Snapshot) -> None:
         if not snapshot.entries or self._parts is None or self.writer is None:
             return
-        parts = [t for e in snapshot.entries for t in (e.stats, e.edges.double(), e.counts.double())]
+        parts = [t for e in snapshot.entries for t in e.summary[1:]]
         host = torch.cat(parts).cpu().numpy()  # the one device-to-host transfer of the snapshot
         metrics: dict[str, float] = {}
         rows: list[HistogramRow] = []
         offset = 0
         for entry in snapshot.entries:
-            n_stats, n_edges, n_counts = len(entry.names), entry.edges.numel(), entry.counts.numel()
-            values = host[offset : offset + n_stats]
-            edges = host[offset + n_stats : offset + n_stats + n_edges]
-            counts = host[offset + n_stats + n_edges : offset + n_stats + n_edges + n_counts]
-            offset += n_stats + n_edges + n_counts
-            metrics.update({diag_key(entry.kind, entry.layer, s): float(v) for s, v in zip(entry.names, values,
-                                                                                             strict=True)})
+            names, values, edges, counts = entry.summary
+            sizes = np.cumsum([offset, values.numel(), edges.numel(), counts.numel()])
+            values, edges, counts = (host[a:b] for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+            offset = int(sizes[-1])
+            metrics.update({diag_key(entry.kind, entry.layer, n): float(v) for n, v in zip(names, values, strict=True)})
             rows.append(HistogramRow(snapshot.step, entry.kind, entry.layer, edges, counts.astype(np.int64)))
         self.writer.log_metrics(metrics, snapshot.step)
         self._parts.write(rows)

@@ -1,7 +1,7 @@
 """Histogram storage: Parquet parts under the run's `diagnostics/` artifacts, with a `schema.json`.
 
-One part per snapshot, serialized and uploaded on the writer's thread: the training thread only
-hands over numpy arrays, and a crash loses at most the part being written. The schema is
+One part per snapshot, serialized and uploaded by the writer's sender process: the training process
+only hands over numpy arrays, and a crash loses at most the part being written. The schema is
 documented in docs/diagnostics.md.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from mlflow.tracking import MlflowClient
 
 from tracking.layout import DIAGNOSTICS_DIR, SCHEMA_FILE, SCHEMA_VERSION, histogram_part
 from tracking.writer import RunWriter
@@ -63,7 +64,7 @@ def schema_document(bins: int, kinds: tuple[str, ...]) -> dict:
 
 
 class HistogramParts:
-    """Writes each snapshot's histograms as one Parquet part of the run, off the training thread."""
+    """Writes each snapshot's histograms as one Parquet part of the run, from the writer's sender."""
 
     def __init__(self, writer: RunWriter, bins: int, kinds: tuple[str, ...]) -> None:
         self.writer = writer
@@ -79,22 +80,26 @@ class HistogramParts:
             return
         path = self._dir / histogram_part(self._next)
         self._next += 1
+        columns = {
+            "step": [r.step for r in rows],
+            "kind": [r.kind for r in rows],
+            "layer": [r.layer for r in rows],
+            "edges": [r.edges for r in rows],
+            "counts": [r.counts for r in rows],
+        }
+        self.writer.submit(_write_part, str(path), columns)
 
-        def serialize_and_upload() -> None:
-            table = pa.table(
-                {
-                    "step": [r.step for r in rows],
-                    "kind": [r.kind for r in rows],
-                    "layer": [r.layer for r in rows],
-                    "edges": [r.edges.astype(np.float64) for r in rows],
-                    "counts": [r.counts.astype(np.int64) for r in rows],
-                },
-                schema=ARROW_SCHEMA,
-            )
-            tmp = path.with_suffix(".tmp")
-            pq.write_table(table, tmp)
-            tmp.rename(path)  # a part on disk is always whole
-            self.writer.client.log_artifact(self.writer.run_id, str(path), DIAGNOSTICS_DIR)
-            path.unlink(missing_ok=True)
 
-        self.writer.submit(serialize_and_upload)
+def _write_part(client: MlflowClient, run_id: str, path: str, columns: dict[str, list]) -> None:
+    """In the writer's sender: serialize one part and upload it (a part on disk is always whole)."""
+    table = pa.table(
+        {**columns, "edges": [np.asarray(e, dtype=np.float64) for e in columns["edges"]],
+         "counts": [np.asarray(c, dtype=np.int64) for c in columns["counts"]]},
+        schema=ARROW_SCHEMA,
+    )
+    part = Path(path)
+    tmp = part.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    tmp.rename(part)
+    client.log_artifact(run_id, str(part), DIAGNOSTICS_DIR)
+    part.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -45,7 +46,8 @@ STAT_NAMES: dict[str, tuple[str, ...]] = {
     "bias": DISTRIBUTION_NAMES,
     "grad": (*DISTRIBUTION_NAMES, "symmetry"),
     "preact": DISTRIBUTION_NAMES,
-    "act": (*DISTRIBUTION_NAMES, "frac_dead", "frac_saturated", "symmetry"),  # frac_saturated: tanh/sigmoid
+    # No symmetry for act: the weights show identical units already, and activations are the largest tensors.
+    "act": (*DISTRIBUTION_NAMES, "frac_dead", "frac_saturated"),  # frac_saturated: tanh/sigmoid
     "update": ("norm", "update_ratio"),  # norm of the update W_after - W_before
 }
 SATURATING_ACTIVATIONS = ("tanh", "sigmoid")
@@ -216,7 +218,7 @@ def kind_stats(
         norm, ratio = _update_norm_and_ratio(before, x)
         return {"norm": norm, "update_ratio": ratio}
     stats = distribution_stats(x)
-    if kind in ("weight", "grad", "act"):
+    if kind in ("weight", "grad"):
         stats["symmetry"] = symmetry(x, unit_dim)
     if kind == "weight":
         stats["frac_small"] = frac_small(x)
@@ -343,3 +345,151 @@ def _equal_width_edges(low: Tensor, high: Tensor, bins: int) -> Tensor:
     positions = torch.arange(bins + 1, dtype=torch.float64, device=low.device)  # (bins + 1,)
     edges = torch.where(positions == bins, high, positions * step + low)  # (bins + 1,)
     return torch.where(low <= high, edges, math.nan)
+
+
+class Summary(NamedTuple):
+    """kind_stats and histogram of one tensor: the stats' names, their values (n,) float64, and the
+    histogram's edges (bins + 1,) and counts (bins,) float64, all on the tensor's device."""
+
+    names: tuple[str, ...]
+    values: Tensor
+    edges: Tensor
+    counts: Tensor
+
+
+@torch.no_grad()
+def summarize(
+    kind: str,
+    x: Tensor,
+    bins: int,
+    *,
+    before: Tensor | None = None,
+    activation: str | None = None,
+    unit_dim: int = 0,
+) -> Summary:
+    """`kind_stats(kind, x, ...)` and the histogram of x (of x - before for kind "update"), in one go.
+
+    On an accelerator both are computed by torch where x lives. A CPU tensor is already in host
+    memory: there numpy computes everything from one sort, since a snapshot is dozens of small
+    tensors and torch's per-operation overhead (and its CPU sort) would dominate. Same numbers either way.
+    """
+    if kind not in STAT_NAMES:
+        raise ValueError(f"kind_stats: kind must be one of {tuple(STAT_NAMES)}, got {kind!r}")
+    if kind == "update" and before is None:
+        raise ValueError("kind_stats: kind 'update' needs before=, the weight before the step")
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"histogram: bins must be an integer >= 1, got {bins!r}")
+    if x.device.type == "cpu":
+        return _summarize_on_host(kind, x, bins, before, activation, unit_dim)
+    stats = kind_stats(kind, x, before=before, activation=activation, unit_dim=unit_dim)
+    edges, counts = histogram(x if before is None else x - before, bins)
+    return Summary(tuple(stats), torch.stack(list(stats.values())), edges, counts)
+
+
+def _host_array(x: Tensor) -> np.ndarray:
+    """x as a numpy array sharing its memory (float16 / bfloat16 widened to float32, as on the device)."""
+    x = x.detach()
+    return (x if x.dtype in (torch.float32, torch.float64) else x.float()).numpy()
+
+
+def _summarize_on_host(
+    kind: str, x: Tensor, bins: int, before: Tensor | None, activation: str | None, unit_dim: int
+) -> Summary:
+    array = _host_array(x)
+    stats: dict[str, float] = {}
+    if kind == "update":
+        change = (array - _host_array(before)).reshape(-1).astype(np.float64)  # (n,) in x's precision, as torch
+        update_norm = float(np.sqrt(_sum_of_squares(change)))
+        before_norm = float(np.sqrt(_sum_of_squares(_host_array(before).reshape(-1).astype(np.float64))))
+        stats["norm"] = update_norm
+        stats["update_ratio"] = 0.0 if update_norm == 0 else (update_norm / before_norm if before_norm else math.inf)
+        finite = _sorted_finite(change)
+    else:
+        finite = _sorted_finite(array)
+        stats.update(_host_distribution(finite, array.size))
+        if kind in ("weight", "grad"):
+            stats["symmetry"] = _host_symmetry(array, unit_dim)
+        if kind == "weight":
+            stats["frac_small"] = float(np.count_nonzero(np.abs(array) < SMALL_WEIGHT)) / array.size
+        if kind == "act":
+            stats["frac_dead"] = _host_frac_dead(array)
+            if activation in SATURATING_ACTIVATIONS:
+                stats["frac_saturated"] = _host_frac_saturated(array, activation)
+    names = tuple(name for name in STAT_NAMES[kind] if name in stats)
+    values = torch.tensor([stats[name] for name in names], dtype=torch.float64)  # (n,)
+    edges, counts = _host_histogram(finite, bins)
+    return Summary(names, values, torch.from_numpy(edges), torch.from_numpy(counts))
+
+
+def _sorted_finite(array: np.ndarray) -> np.ndarray:
+    """The finite entries of `array`, sorted, as float64 (numpy sorts -inf first, then +inf, then NaN)."""
+    ordered = np.sort(array.reshape(-1))
+    first = np.searchsorted(ordered, -np.inf, side="right")
+    end = np.searchsorted(ordered, np.inf, side="left")
+    return ordered[first:end].astype(np.float64)
+
+
+def _host_distribution(finite: np.ndarray, size: int) -> dict[str, float]:
+    n = finite.size
+    if n == 0:
+        return {name: (float(size) if name == "nonfinite" else math.nan) for name in DISTRIBUTION_NAMES}
+    mean = float(finite.mean())
+    deviation = finite - mean
+    position = np.array(PERCENTILES) / 100 * (n - 1)  # numpy.percentile's linear interpolation
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, n - 1)
+    percentiles = finite[below] + (finite[above] - finite[below]) * (position - below)
+    return {
+        "mean": mean,
+        "std": float(np.sqrt(_sum_of_squares(deviation) / n)),
+        "norm": float(np.sqrt(_sum_of_squares(finite))),
+        "min": float(finite[0]),
+        "max": float(finite[-1]),
+        **dict(zip(PERCENTILE_NAMES, percentiles.tolist(), strict=True)),
+        "nonfinite": float(size - n),
+    }
+
+
+def _sum_of_squares(values: np.ndarray) -> float:
+    # Not np.dot: that calls BLAS, whose threads wake up for every small vector and cost far more.
+    return float(np.square(values).sum())
+
+
+def _host_histogram(finite: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """numpy.histogram of sorted finite float64 values on linspace(min, max) edges, by bisection: the
+    count of bin i is the number of values below edge i + 1 minus those below edge i."""
+    if finite.size == 0:
+        return np.full(bins + 1, np.nan), np.zeros(bins)
+    low, high = finite[0], finite[-1]
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, bins + 1)  # (bins + 1,)
+    below = np.searchsorted(finite, edges[:-1], side="left")  # (bins,) values below each left edge
+    below = np.append(below, finite.size)  # the last bin is closed: it ends after every value
+    return edges, np.diff(below).astype(np.float64)
+
+
+def _host_symmetry(array: np.ndarray, unit_dim: int) -> float:
+    if array.size == 0:
+        return math.nan
+    units = np.moveaxis(array, unit_dim, 0).reshape(array.shape[unit_dim], -1).astype(np.float64)  # (U, N)
+    spread_across_units = (units - units[:1]).std(axis=0).mean()  # shifts as in `symmetry`
+    spread = (units - units.reshape(-1)[0]).std()
+    if spread == 0:
+        return 1.0
+    return float(np.clip(1 - spread_across_units / spread, 0.0, 1.0))
+
+
+def _host_frac_dead(array: np.ndarray) -> float:
+    if array.ndim < 2:
+        raise ValueError(f"frac_dead: a must be (B, units, ...) with at least 2 dims, got shape {array.shape}")
+    alive = np.any(array != 0, axis=(0, *range(2, array.ndim)))  # (units,)
+    return float(np.count_nonzero(~alive)) / alive.size
+
+
+def _host_frac_saturated(array: np.ndarray, activation: str) -> float:
+    if activation == "tanh":
+        saturated = np.abs(array) > SATURATION
+    else:
+        saturated = (array < 1 - SATURATION) | (array > SATURATION)
+    return float(np.count_nonzero(saturated)) / array.size

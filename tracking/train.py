@@ -4,11 +4,13 @@ exists), train with Lightning, and record the run in MLflow as DESIGN.md lays it
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from lightning_modules.config import ConfigError, RunConfig, import_object
@@ -89,8 +91,14 @@ def _tags(cfg: RunConfig) -> dict[str, str]:
     return tags
 
 
+def torch_threads(cfg: RunConfig) -> int:
+    """train.threads, else every core this process may use but one (left to the MLflow sender)."""
+    return cfg.train.threads or max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 def _fit(prepared: Prepared, run: Recording, progress: bool) -> dict[str, float]:
     cfg, datamodule, module, writer = prepared.config, prepared.datamodule, prepared.module, run.writer
+    torch.set_num_threads(torch_threads(cfg))
     with tempfile.TemporaryDirectory(prefix="fitlens-ckpt-") as ckpt_dir:
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="min",
                                      save_top_k=1, auto_insert_metric_name=False)

@@ -1,35 +1,41 @@
-"""The one MLflow writer of fitlens: buffered metric points, artifacts and params, sent off the training
-thread, and a Lightning logger over it.
+"""The one MLflow writer of fitlens: buffered metric points, artifacts and params, sent by a separate
+sender process, and a Lightning logger over it.
 
 As MLflow's own Lightning autolog (`BatchMetricsLogger`): the writer is handed its client and run id
 (no global active run), logs from rank zero only, and sends points in batches, flushing at the end.
-Unlike it, the sending happens on a background thread, so a training step never waits on the store.
+Unlike it, the sending happens in another process: MLflow's store spends ~0.1 ms of Python per point,
+which on a training thread's GIL (or on a thread beside it) would slow every step near a snapshot.
+The training process only queues plain tuples.
 """
 
 from __future__ import annotations
 
-import logging
+import pickle
 import queue
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lightning_utilities.core.rank_zero import rank_zero_only
-from mlflow.entities import Metric, Param
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from pytorch_lightning.loggers.logger import Logger
+
+from tracking import sender
+from tracking.sender import Point
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 MAX_PARAMS_PER_BATCH = 100  # likewise, for params
 MAX_PARAM_LENGTH = 6000  # longer values are refused by the store
 
-log = logging.getLogger(__name__)
 
 
 class RunWriter:
-    """Sends the metric points, artifacts and params of one MLflow run; metrics and artifacts asynchronously."""
+    """Sends the metric points and artifacts of one MLflow run from a sender process; params synchronously."""
 
     def __init__(
         self, client: MlflowClient, run_id: str, flush_every_s: float = 2.0, retry_for_s: float = 120.0
@@ -38,20 +44,24 @@ class RunWriter:
         self.run_id = run_id
         # Points wait at most this long, so a live view of the run stays current.
         self.flush_every_s = flush_every_s
-        # A store that is briefly away (a restarting server) is retried this long before a job is dropped.
-        self.retry_for_s = retry_for_s
         self.failures: list[str] = []
-        self._pending: list[Metric] = []
+        self._pending: list[Point] = []
         self._lock = threading.Lock()
         self._last_send = time.monotonic()
-        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._worker = threading.Thread(target=self._work, name=f"fitlens-writer-{run_id[:8]}", daemon=True)
-        self._worker.start()
+        self._flushes = 0
+        # Its own session: Ctrl-C in a terminal reaches the training process, which flushes, not the sender.
+        self._sender = subprocess.Popen(
+            [sys.executable, "-m", "tracking.sender", client.tracking_uri, run_id, str(retry_for_s)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        # A feeder thread writes to the pipe, so a full pipe never blocks the training thread.
+        self._outbox: queue.Queue[Any] = queue.Queue()
+        self._feeder = threading.Thread(target=self._feed, name=f"fitlens-feeder-{run_id[:8]}", daemon=True)
+        self._feeder.start()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Queue one point per metric at `step`; sent when a batch is full or `flush_every_s` has passed."""
         now_ms = int(time.time() * 1000)
-        points = [Metric(key, float(value), now_ms, int(step)) for key, value in metrics.items()]
+        points = [(key, float(value), now_ms, int(step)) for key, value in metrics.items()]
         with self._lock:
             self._pending.extend(points)
             full = len(self._pending) >= MAX_METRICS_PER_BATCH
@@ -65,63 +75,64 @@ class RunWriter:
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
 
-    def submit(self, job: Callable[[], None]) -> None:
-        """Run `job` on the writer's thread, after everything submitted before it."""
-        self._jobs.put(job)
+    def submit(self, job: Callable[..., None], *args: Any) -> None:
+        """Run job(client, run_id, *args) in the sender, after everything submitted before it; `job` is a
+        module-level function (it travels by name)."""
+        self._outbox.put((job, args))
 
     def log_artifact(self, local_path: Path, artifact_path: str | None = None, delete: bool = False) -> None:
-        """Upload a file on the writer's thread; `delete` removes the local file once it is stored."""
-
-        def upload() -> None:
-            self.client.log_artifact(self.run_id, str(local_path), artifact_path)
-            if delete:
-                Path(local_path).unlink(missing_ok=True)
-
-        self.submit(upload)
+        """Upload a file from the sender; `delete` removes the local file once it is stored."""
+        self.submit(sender.log_artifact, str(local_path), artifact_path, delete)
 
     def flush(self) -> None:
         """Send every queued point and artifact, and wait until the store has them."""
         self._send_pending()
-        self._jobs.join()
+        self._flushes += 1
+        self._outbox.put(("flush", self._flushes))
+        while True:
+            try:
+                token, failures = pickle.load(self._sender.stdout)
+            except EOFError:
+                raise RuntimeError(f"the MLflow sender of run {self.run_id} stopped "
+                                   f"(exit code {self._sender.poll()})") from None
+            self.failures.extend(failures)
+            if token == self._flushes:
+                return
 
     def close(self) -> None:
-        """Flush and stop the writer's thread."""
+        """Flush and stop the sender."""
+        if self._sender.poll() is not None:
+            return
         self.flush()
-        self._jobs.put(None)
-        self._worker.join()
+        self._outbox.put(None)
+        self._feeder.join(timeout=30)
+        self._sender.wait(timeout=30)
 
     def _send_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
             self._last_send = time.monotonic()
-        for start in range(0, len(pending), MAX_METRICS_PER_BATCH):
-            batch = pending[start : start + MAX_METRICS_PER_BATCH]
-            self.submit(lambda batch=batch: self.client.log_batch(self.run_id, metrics=batch))
+        for batch in metric_batches(pending):
+            self.submit(sender.log_points, batch)
 
-    def _work(self) -> None:
+    def _feed(self) -> None:
+        pipe = self._sender.stdin
         while True:
-            job = self._jobs.get()
+            message = self._outbox.get()
             try:
-                if job is None:
+                pickle.dump(message, pipe)
+                pipe.flush()
+                if message is None:
+                    pipe.close()
                     return
-                self._run_with_retries(job)
-            finally:
-                self._jobs.task_done()
+            except (BrokenPipeError, ValueError):
+                return  # the sender is gone; flush() reports it
 
-    def _run_with_retries(self, job: Callable[[], None]) -> None:
-        deadline = time.monotonic() + self.retry_for_s
-        delay = 0.5
-        while True:
-            try:
-                job()
-                return
-            except Exception as err:  # the store's errors are many and varied; all are worth a retry
-                if time.monotonic() + delay > deadline:
-                    self.failures.append(f"{type(err).__name__}: {err}")
-                    log.error("fitlens: giving up on a write to run %s: %s", self.run_id, err)
-                    return
-                time.sleep(delay)
-                delay = min(2 * delay, 5.0)
+
+def metric_batches(points: list[Point]) -> Iterable[list[Point]]:
+    """`points` in batches of at most MAX_METRICS_PER_BATCH, in order."""
+    for start in range(0, len(points), MAX_METRICS_PER_BATCH):
+        yield points[start : start + MAX_METRICS_PER_BATCH]
 
 
 def _param_text(value: Any) -> str:

@@ -358,7 +358,7 @@ def test_kind_stats_values_are_the_functions() -> None:
     assert got["symmetry"] == symmetry(w, 0) and got["frac_small"] == frac_small(w)
     assert got["p50"] == distribution_stats(w)["p50"]
     got = kind_stats("act", a, activation="sigmoid", unit_dim=1)
-    assert got["frac_saturated"] == frac_saturated(a, "sigmoid") and got["symmetry"] == symmetry(a, 1)
+    assert got["frac_saturated"] == frac_saturated(a, "sigmoid")
     after = w + 0.01
     got = kind_stats("update", after, before=w)
     assert got["norm"].item() == pytest.approx(0.01 * math.sqrt(24), rel=1e-4)
@@ -447,3 +447,44 @@ def test_histogram_float32_entries_on_float64_edges(low: float, high: float, bin
                            np.nextafter(rounded, np.float32(-np.inf))])
     x = torch.from_numpy(np.concatenate([[low, high], near.clip(low, high)]).astype(np.float32))
     _check_histogram(x, bins)
+
+
+# summarize: numpy on the host for CPU tensors, torch on the device elsewhere; the same numbers
+
+
+@pytest.mark.parametrize("kind", sorted(STAT_NAMES))
+@pytest.mark.parametrize("case", ["random", "nonfinite", "constant", "zeros", "relu"])
+def test_summarize_on_the_host_equals_the_torch_path(kind: str, case: str) -> None:
+    gen = torch.Generator().manual_seed(hash((kind, case)) % 2**31)
+    x = torch.randn(64, 12, 5, generator=gen)
+    if case == "nonfinite":
+        x = _with_nonfinite(x, gen)
+    elif case == "constant":
+        x = torch.full((64, 12, 5), 0.25)
+    elif case == "zeros":
+        x = torch.zeros(64, 12, 5)
+    elif case == "relu":
+        x = torch.relu(x)
+        x[:, 3] = 0.0  # a dead unit
+    before = torch.randn(64, 12, 5, generator=gen) if kind == "update" else None
+    activation = "tanh" if kind == "act" else None
+    if kind == "act":
+        x = torch.tanh(3 * x) if case == "random" else x
+    unit_dim = 1 if kind in ("act", "preact") else 0
+    got = stats.summarize(kind, x, 16, before=before, activation=activation, unit_dim=unit_dim)
+    want = kind_stats(kind, x, before=before, activation=activation, unit_dim=unit_dim)
+    want_edges, want_counts = histogram(x if before is None else x - before, 16)
+    assert got.names == tuple(want)
+    # numpy sums in float64, torch in float32 on the CPU: the same numbers to float32 precision.
+    torch.testing.assert_close(got.values, torch.stack(list(want.values())), rtol=1e-5, atol=1e-7, equal_nan=True)
+    torch.testing.assert_close(got.edges, want_edges, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(got.counts, want_counts, rtol=0, atol=0)
+
+
+def test_summarize_histogram_equals_numpy_on_edges_and_duplicates() -> None:
+    x = torch.tensor([0.0, 0.0, 0.25, 0.5, 0.5, 0.75, 1.0, 1.0, math.nan, math.inf])
+    got = stats.summarize("bias", x, 4)
+    counts, edges = np.histogram(np.array([0.0, 0.0, 0.25, 0.5, 0.5, 0.75, 1.0, 1.0]), bins=4)
+    np.testing.assert_array_equal(got.edges.numpy(), edges)
+    np.testing.assert_array_equal(got.counts.numpy(), counts)  # [2, 1, 2, 3]: the last bin holds 1.0
+    assert dict(zip(got.names, got.values.tolist(), strict=True))["nonfinite"] == 2.0
