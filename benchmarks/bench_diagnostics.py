@@ -165,7 +165,8 @@ def snapshot_costs(arch: str, repeats: int, accelerator: str) -> dict[str, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=50, help="epochs per fit (32 steps each; the default run takes ~50)")
+    parser.add_argument("--epochs", type=int, default=50,
+                        help="epochs per fit (32 steps each; the default run takes ~50)")
     parser.add_argument("--repeats", type=int, default=3, help="fits per condition")
     parser.add_argument("--snapshots", type=int, default=30, help="snapshots per path")
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])

@@ -473,8 +473,9 @@ def _host_symmetry(array: np.ndarray, unit_dim: int) -> float:
     if array.size == 0:
         return math.nan
     units = np.moveaxis(array, unit_dim, 0).reshape(array.shape[unit_dim], -1).astype(np.float64)  # (U, N)
-    spread_across_units = (units - units[:1]).std(axis=0).mean()  # shifts as in `symmetry`
-    spread = (units - units.reshape(-1)[0]).std()
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN in, NaN out, as on the device
+        spread_across_units = (units - units[:1]).std(axis=0).mean()  # shifts as in `symmetry`
+        spread = (units - units.reshape(-1)[0]).std()
     if spread == 0:
         return 1.0
     return float(np.clip(1 - spread_across_units / spread, 0.0, 1.0))
