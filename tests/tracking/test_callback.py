@@ -153,3 +153,36 @@ def test_sigterm_keeps_every_part_written_and_marks_the_run_killed(tmp_path) -> 
     assert set(parts) <= set(after)
     for part in after:  # every part is whole and readable
         assert len(pd.read_parquet(part)) > 0
+
+
+def test_forward_hooks_exist_only_on_snapshot_steps(tmp_path) -> None:
+    from tracking.callback import DiagnosticsCallback
+    from tracking.diagnostics import Settings
+    from tracking.store import client_for, experiment_id
+    from tracking.writer import MlflowLogger, RunWriter
+
+    class HookCounter(pl.Callback):
+        """Counts the forward hooks on the network while each training step runs."""
+
+        def __init__(self) -> None:
+            self.hooks_per_step: dict[int, int] = {}
+
+        def on_before_backward(self, trainer, pl_module, loss) -> None:
+            modules = list(pl_module.net.modules())
+            self.hooks_per_step[trainer.global_step] = sum(len(m._forward_hooks) for m in modules)
+
+    cfg = load_config(None, ["data.name=moons", "data.n_samples=500", "data.batch_size=16", "model.depth=2"])
+    pl.seed_everything(0, verbose=False)
+    prepared = prepare(cfg)
+    client = client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    writer = RunWriter(client, client.create_run(experiment_id(client, "hooks")).info.run_id)
+    counter = HookCounter()
+    diagnostics = DiagnosticsCallback(Settings(kinds=("act", "weight"), every=10, log_spaced=False, bins=8))
+    trainer = pl.Trainer(max_epochs=1, logger=MlflowLogger(writer), callbacks=[diagnostics, counter],
+                         enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0)
+    trainer.fit(prepared.module, datamodule=prepared.datamodule)
+    writer.close()
+    snapshot_steps = {s for s in counter.hooks_per_step if s % 10 == 0}
+    assert diagnostics.snapshots_taken == len(snapshot_steps) == 2  # steps 0 and 10 of 20
+    for step, hooks in counter.hooks_per_step.items():
+        assert hooks == (5 if step in snapshot_steps else 0), step  # 3 layers + 2 activations, or none

@@ -117,6 +117,9 @@ def test_user_module_and_datamodule_by_import_path(tmp_path) -> None:
     run = MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"])
     assert run.data.params["module"] == "tests.tracking.user_objects:LinearModule"
     assert run.data.tags["fitlens.arch"] == "tests.tracking.user_objects:LinearModule"
+    # The diagnostics watch a user's module too: its one parametrized leaf, "layer".
+    assert run.data.metrics["diag/weight/layer/norm"] > 0
+    assert {"diag/grad/layer/norm", "diag/preact/layer/std", "diag/update/layer/update_ratio"} <= set(run.data.metrics)
 
 
 @pytest.mark.parametrize(
