@@ -124,7 +124,7 @@ class TrainConfig:
     patience: int = field(default=20, metadata=_range(ge=1))
     seed: int = 0
     accelerator: str = "auto"
-    devices: int | str = 1
+    devices: int = 1  # one process on one device; data-parallel workers are not available yet
     precision: str = "32-true"
     # CPU threads for torch; null = every core but one, which is left to the MLflow sender process
     # (on 2 cores a second torch thread gains small networks nothing and fights the sender for the core).

@@ -39,6 +39,10 @@ class Prepared:
 def prepare(cfg: RunConfig) -> Prepared:
     """Build the data module and the LightningModule; every invalid input raises ConfigError here."""
     check_optim_config(cfg.optim)
+    if cfg.train.devices != 1:
+        # Lightning's DDP launcher would re-run this command once per device, each recording its own run.
+        raise ConfigError(f"train.devices = {cfg.train.devices} is not allowed; fitlens train runs one process on "
+                          "one device, so use 1 (data-parallel training over several workers is not available yet)")
     datamodule = build_datamodule(cfg.data)
     datamodule.setup("fit")
     reference_error = cfg.data.reference_error

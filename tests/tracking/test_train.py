@@ -131,6 +131,7 @@ def test_user_module_and_datamodule_by_import_path(tmp_path) -> None:
         (["data.name=csv", "data.path=table.csv", "data.target=label"], "data.target = 'label'"),
         (["optim.name=adamm"], "optim.name = 'adamm'"),
         (["module=nowhere.at_all:Module"], "module = 'nowhere.at_all:Module': cannot import module 'nowhere.at_all'"),
+        (["train.devices=2"], "train.devices = 2 is not allowed; fitlens train runs one process on one device"),
     ],
 )
 def test_bad_input_fails_before_any_run_with_a_clear_message(tmp_path, overrides, message) -> None:
