@@ -5,6 +5,7 @@ checked, params and config.yaml logged, and closed as FINISHED, FAILED (with the
 from __future__ import annotations
 
 import logging
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ def recorded_run(
     uri = tracking_uri(uri)
     client = client_for(uri)
     exp_id = experiment_id(client, cfg.experiment)
-    run_id = client.create_run(exp_id, run_name=cfg.run_name, tags=dict(tags)).info.run_id
+    run_id = client.create_run(exp_id, run_name=cfg.run_name or default_run_name(cfg), tags=dict(tags)).info.run_id
     writer = RunWriter(client, run_id)
     try:
         with sigterm_raises_terminated():
@@ -60,6 +61,13 @@ def recorded_run(
         raise
     writer.close()
     client.set_terminated(run_id, "FINISHED")
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    """What the run is, and a random suffix from the OS: MLflow's own generator draws from `random`,
+    which the fit's seed has just fixed, so every run of a seed would get the same name."""
+    what = cfg.module.rpartition(":")[2] if cfg.module else cfg.model.arch
+    return f"{what}-{cfg.data.name.rpartition(':')[2]}-{uuid.uuid4().hex[:6]}"
 
 
 def quiet_libraries() -> None:

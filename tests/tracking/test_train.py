@@ -54,6 +54,7 @@ def test_json_summary_and_embedded_store(tiny_run) -> None:
     assert 0.0 <= summary["test/error"] <= 1.0
     run = MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
+    assert run.info.run_name.startswith("mlp-moons-")  # what it is; the suffix keeps seeded runs apart
     assert run.info.artifact_uri.startswith((project / "mlartifacts").as_uri())
 
 
