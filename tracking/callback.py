@@ -4,7 +4,7 @@ statistics and histograms, computed on the device and logged to MLflow.
 On a snapshot step (tracking.diagnostics.SnapshotSchedule) forward hooks catch the pre-activations and
 activations of the training batch, `on_before_optimizer_step` reads the weights and gradients before the
 update and `on_train_batch_end` the update itself; everything is reduced on the device and reaches the
-host in one transfer; the writer's thread stores it. Other steps do no extra work: no hooks exist then.
+host in one transfer; the writer's sender process stores it. Other steps do no extra work: no hooks exist then.
 """
 
 from __future__ import annotations
