@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     train.set_defaults(handler=_train)
     _add_gradcheck_parser(commands)
+    _add_studies_parser(commands)
     return parser
 
 
@@ -158,6 +159,44 @@ def _describe_gradcheck(report: dict[str, Any]) -> str:
         lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                   for row in rows]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# fitlens studies
+
+
+def _add_studies_parser(commands: Any) -> None:
+    studies = commands.add_parser(
+        "studies", help="list the packaged hyperparameter studies",
+        description="List the ready-made sweep files (tracking/studies/*.yaml): name, number of trials "
+        "(num_samples x the grid's combinations) and the first sentence of the lesson each shows.",
+    )
+    studies.add_argument("--json", action="store_true",
+                         help="print one JSON list of {name, trials, summary, description}, last line")
+    studies.set_defaults(handler=_studies)
+
+
+def _studies(args: argparse.Namespace) -> int:
+    from tracking.sweep_config import list_studies, load_sweep
+
+    rows = []
+    for name in list_studies():
+        sweep = load_sweep(name)
+        rows.append({"name": name, "trials": sweep.num_trials, "summary": _first_sentence(sweep.description),
+                     "description": sweep.description})
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        width = max((len(r["name"]) for r in rows), default=4)
+        print(f"{'study'.ljust(width)}  trials  lesson")
+        for r in rows:
+            print(f"{r['name'].ljust(width)}  {r['trials']:>6}  {r['summary']}")
+    return 0
+
+
+def _first_sentence(text: str) -> str:
+    head, sep, _ = " ".join(text.split()).partition(". ")
+    return head + "." if sep else head
 
 
 if __name__ == "__main__":

@@ -19,25 +19,29 @@ import yaml
 
 from lightning_modules.config import ConfigError, RunConfig
 
-__all__ = ["ConfigError", "load_config", "config_from_dict", "config_to_dict", "flatten", "dump_yaml"]
+__all__ = [
+    "ConfigError", "load_config", "config_from_dict", "config_to_dict", "flatten", "dump_yaml",
+    # shared with tracking.sweep_config, which validates sweep files the same way
+    "as_float", "build_dataclass", "parse_override", "read_yaml", "set_dotted", "show_value",
+]
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
     """The run config: the defaults, updated by the YAML file at `path`, then by `key=value` overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = _read_yaml(Path(path))
+        raw = read_yaml(Path(path))
     for override in overrides:
-        key, value = _parse_override(override)
-        _set_dotted(raw, key, value)
+        key, value = parse_override(override)
+        set_dotted(raw, key, value)
     return config_from_dict(raw)
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
     """Build and type-check a `RunConfig` from a nested mapping (missing keys keep their defaults)."""
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"the config must be a mapping of sections (model, data, ...), got {_show(raw)}")
-    return _build(RunConfig, raw, prefix="")
+        raise ConfigError(f"the config must be a mapping of sections (model, data, ...), got {show_value(raw)}")
+    return build_dataclass(RunConfig, raw, prefix="")
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -62,7 +66,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
@@ -72,11 +76,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {_show(raw)}")
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {show_value(raw)}")
     return raw
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
+def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
@@ -87,7 +91,7 @@ def _parse_override(text: str) -> tuple[str, Any]:
         return key, value  # not YAML: take the text as a string and let the type check judge it
 
 
-def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     *parents, leaf = key.split(".")
     node = tree
     for i, part in enumerate(parents):
@@ -98,7 +102,7 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+def build_dataclass(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in raw:
@@ -112,8 +116,8 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             if not isinstance(raw[name], Mapping):
-                raise ConfigError(f"{dotted} = {_show(raw[name])} must be a section (a mapping of keys)")
-            values[name] = _build(hint, raw[name], dotted + ".")
+                raise ConfigError(f"{dotted} = {show_value(raw[name])} must be a section (a mapping of keys)")
+            values[name] = build_dataclass(hint, raw[name], dotted + ".")
         else:
             value = _coerce(raw[name], hint, dotted)
             _check_range(value, spec.metadata.get("range"), dotted)
@@ -142,7 +146,7 @@ def _coerce(value: Any, hint: Any, dotted: str) -> Any:
                 return _coerce(value, option, dotted)
             except ConfigError:
                 continue
-        raise ConfigError(f"{dotted} = {_show(value)}: expected {_describe(hint)}")
+        raise ConfigError(f"{dotted} = {show_value(value)}: expected {_describe(hint)}")
     if origin is Literal:
         allowed = typing.get_args(hint)
         if isinstance(value, bool):
@@ -152,47 +156,47 @@ def _coerce(value: Any, hint: Any, dotted: str) -> Any:
         if value not in allowed:
             close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
             hint_text = f" (did you mean {close[0]!r}?)" if close else ""
-            return _raise(f"{dotted} = {_show(value)} is not allowed{hint_text}; choose one of: "
+            return _raise(f"{dotted} = {show_value(value)} is not allowed{hint_text}; choose one of: "
                           + ", ".join(map(str, allowed)))
         return value
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
-            return _raise(f"{dotted} = {_show(value)}: expected {_describe(hint)}")
+            return _raise(f"{dotted} = {show_value(value)}: expected {_describe(hint)}")
         return [_coerce(v, item, f"{dotted}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            return _raise(f"{dotted} = {_show(value)}: expected a mapping of names to values")
+            return _raise(f"{dotted} = {show_value(value)}: expected a mapping of names to values")
         return dict(value)
     if hint is Any:
         return value
     if hint is bool:
         if isinstance(value, bool):
             return value
-        return _raise(f"{dotted} = {_show(value)}: expected true or false")
+        return _raise(f"{dotted} = {show_value(value)}: expected true or false")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        return _raise(f"{dotted} = {_show(value)}: expected an integer")
+        return _raise(f"{dotted} = {show_value(value)}: expected an integer")
     if hint is float:
-        return _as_float(value, dotted)
+        return as_float(value, dotted)
     if hint is str:
         if isinstance(value, str) and value:
             return value
-        return _raise(f"{dotted} = {_show(value)}: expected a non-empty string")
+        return _raise(f"{dotted} = {show_value(value)}: expected a non-empty string")
     raise TypeError(f"config schema: no rule for type {hint!r} of {dotted}")  # a bug in the schema, not user input
 
 
-def _as_float(value: Any, dotted: str) -> float:
+def as_float(value: Any, dotted: str) -> float:
     # YAML 1.1 reads "3e-4" (no dot) as a string; accept any text that is a number.
     if isinstance(value, bool):
-        return _raise(f"{dotted} = {_show(value)}: expected a number")
+        return _raise(f"{dotted} = {show_value(value)}: expected a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return _raise(f"{dotted} = {_show(value)}: expected a number")
+        return _raise(f"{dotted} = {show_value(value)}: expected a number")
     if not math.isfinite(number):
-        return _raise(f"{dotted} = {_show(value)}: expected a finite number")
+        return _raise(f"{dotted} = {show_value(value)}: expected a finite number")
     return number
 
 
@@ -209,7 +213,7 @@ def _check_range(value: Any, bounds: Mapping[str, float] | None, dotted: str) ->
             test, symbol = tests[name]
             if not test(float(item), float(bound)):
                 allowed = " and ".join(f"{tests[n][1]} {b}" for n, b in bounds.items())
-                raise ConfigError(f"{dotted} = {_show(value)} is out of range; allowed: {allowed}")
+                raise ConfigError(f"{dotted} = {show_value(value)} is out of range; allowed: {allowed}")
 
 
 def _describe(hint: Any) -> str:
@@ -225,7 +229,7 @@ def _describe(hint: Any) -> str:
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 

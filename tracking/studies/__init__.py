@@ -1,0 +1,1 @@
+"""The packaged studies: ready-made sweep files, one lesson each (`fitlens studies` lists them)."""
