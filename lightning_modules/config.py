@@ -30,6 +30,24 @@ def _range(**bounds: float) -> dict[str, Any]:
     return {"range": bounds}
 
 
+_BOUND_TESTS = {"ge": (float.__ge__, ">="), "gt": (float.__gt__, ">"), "le": (float.__le__, "<="),
+                "lt": (float.__lt__, "<")}
+
+
+def check_range(value: Any, bounds: dict[str, float] | None, dotted: str) -> None:
+    """Raise ConfigError when `value` (a number or a list of numbers) breaks the field's `range` metadata."""
+    if not bounds or value is None:
+        return
+    for item in value if isinstance(value, list) else [value]:
+        if not isinstance(item, int | float) or isinstance(item, bool):
+            continue  # the type check names non-numbers
+        for name, bound in bounds.items():
+            if not _BOUND_TESTS[name][0](float(item), float(bound)):
+                allowed = " and ".join(f"{_BOUND_TESTS[n][1]} {b}" for n, b in bounds.items())
+                shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+                raise ConfigError(f"{dotted} = {shown} is out of range; allowed: {allowed}")
+
+
 @dataclass
 class ModelConfig:
     arch: Arch = "mlp"

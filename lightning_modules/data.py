@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_modules.config import BUILTIN_DATASETS, ConfigError, DataConfig, Layout, import_object
+from lightning_modules.config import BUILTIN_DATASETS, ConfigError, DataConfig, Layout, check_range, import_object
 
 Kind = Literal["sequence", "image", "tabular"]
 
@@ -316,25 +316,12 @@ def _validate(cfg: DataConfig) -> Kind:
 
 
 def _check_ranges(cfg: DataConfig) -> None:
-    """Check the numeric bounds that the schema declares in its field metadata."""
-    checks: dict[str, tuple[str, Callable[[float, float], bool]]] = {
-        "ge": (">=", lambda v, b: v >= b),
-        "gt": (">", lambda v, b: v > b),
-        "le": ("<=", lambda v, b: v <= b),
-        "lt": ("<", lambda v, b: v < b),
-    }
+    """Check the numeric bounds that the schema declares in its field metadata (for configs built in code)."""
     for f in dataclasses.fields(cfg):
-        bounds = f.metadata.get("range")
-        value = getattr(cfg, f.name)
-        if not bounds or value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        value, bounds = getattr(cfg, f.name), f.metadata.get("range")
+        if bounds and value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise ConfigError(f"data.{f.name} = {value!r} must be a number")
-        for key, bound in bounds.items():
-            symbol, ok = checks[key]
-            if not ok(value, bound):
-                allowed = " and ".join(f"{checks[k][0]} {b}" for k, b in bounds.items())
-                raise ConfigError(f"data.{f.name} = {value!r} is out of range; allowed: {allowed}")
+        check_range(value, bounds, f"data.{f.name}")
 
 
 def _resolve_augment(cfg: DataConfig, kind: Kind) -> tuple[str, ...]:

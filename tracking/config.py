@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from lightning_modules.config import ConfigError, RunConfig
+from lightning_modules.config import ConfigError, RunConfig, check_range
 
 __all__ = [
     "ConfigError", "load_config", "config_from_dict", "config_to_dict", "flatten", "dump_yaml",
@@ -120,7 +120,7 @@ def build_dataclass(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
             values[name] = build_dataclass(hint, raw[name], dotted + ".")
         else:
             value = _coerce(raw[name], hint, dotted)
-            _check_range(value, spec.metadata.get("range"), dotted)
+            check_range(value, spec.metadata.get("range"), dotted)
             values[name] = value
     return cls(**values)
 
@@ -198,22 +198,6 @@ def as_float(value: Any, dotted: str) -> float:
     if not math.isfinite(number):
         return _raise(f"{dotted} = {show_value(value)}: expected a finite number")
     return number
-
-
-def _check_range(value: Any, bounds: Mapping[str, float] | None, dotted: str) -> None:
-    if not bounds or value is None:
-        return
-    items = value if isinstance(value, list) else [value]
-    tests = {"ge": (float.__ge__, ">="), "gt": (float.__gt__, ">"), "le": (float.__le__, "<="),
-             "lt": (float.__lt__, "<")}
-    for item in items:
-        if not isinstance(item, int | float) or isinstance(item, bool):
-            continue
-        for name, bound in bounds.items():
-            test, symbol = tests[name]
-            if not test(float(item), float(bound)):
-                allowed = " and ".join(f"{tests[n][1]} {b}" for n, b in bounds.items())
-                raise ConfigError(f"{dotted} = {show_value(value)} is out of range; allowed: {allowed}")
 
 
 def _describe(hint: Any) -> str:
