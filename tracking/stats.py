@@ -265,12 +265,16 @@ def _sorted_percentiles_on_host(with_nan: Tensor, count: int) -> Tensor:
     if count == 0:
         return torch.full((len(PERCENTILES) + 2,), math.nan, dtype=with_nan.dtype)
     ordered = np.sort(with_nan.numpy())[:count].astype(np.float64)  # NaN sorts last: the finite entries
-    position = np.array([0.0, *PERCENTILES, 100.0]) / 100 * (count - 1)  # (9,)
-    below = np.floor(position).astype(np.int64)
-    above = np.minimum(below + 1, count - 1)
-    weight = position - below
-    values = ordered[below] + (ordered[above] - ordered[below]) * weight
+    values = _interpolated_percentiles(ordered, (0, *PERCENTILES, 100))  # (9,)
     return torch.from_numpy(values).to(with_nan.dtype)
+
+
+def _interpolated_percentiles(ordered: np.ndarray, percentiles: tuple[float, ...]) -> np.ndarray:
+    """numpy.percentile's linear interpolation on sorted values: position q/100 * (n - 1)."""
+    position = np.array(percentiles) / 100 * (ordered.size - 1)
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, ordered.size - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
 
 
 def _finite(x: Tensor) -> Tensor:
@@ -435,10 +439,7 @@ def _host_distribution(finite: np.ndarray, size: int) -> dict[str, float]:
         return {name: (float(size) if name == "nonfinite" else math.nan) for name in DISTRIBUTION_NAMES}
     mean = float(finite.mean())
     deviation = finite - mean
-    position = np.array(PERCENTILES) / 100 * (n - 1)  # numpy.percentile's linear interpolation
-    below = np.floor(position).astype(np.int64)
-    above = np.minimum(below + 1, n - 1)
-    percentiles = finite[below] + (finite[above] - finite[below]) * (position - below)
+    percentiles = _interpolated_percentiles(finite, PERCENTILES)
     return {
         "mean": mean,
         "std": float(np.sqrt(_sum_of_squares(deviation) / n)),
