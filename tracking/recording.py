@@ -40,7 +40,6 @@ def recorded_run(
 ) -> Iterator[Recording]:
     """Create the run of `cfg` in experiment cfg.experiment, log its params and config.yaml, and
     close it when the block ends; SIGTERM inside the block raises `Terminated`."""
-    quiet_libraries()
     uri = tracking_uri(uri)
     client = client_for(uri)
     exp_id = experiment_id(client, cfg.experiment)
