@@ -47,7 +47,7 @@ def schema_document(bins: int, kinds: tuple[str, ...]) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "format": "parquet",
-        "parts": f"{DIAGNOSTICS_DIR}/hist-NNNNN.parquet, one per snapshot, numbered from 00000",
+        "parts": f"{DIAGNOSTICS_DIR}/hist-SSSSSSSSS.parquet, one per snapshot, named by its step (9 digits)",
         "row": "one row per (step, kind, layer)",
         "columns": {
             "step": "int64: the global step of the snapshot (0 = before the first update)",
@@ -69,7 +69,6 @@ class HistogramParts:
     def __init__(self, writer: RunWriter, bins: int, kinds: tuple[str, ...]) -> None:
         self.writer = writer
         self._dir = Path(tempfile.mkdtemp(prefix="fitlens-hist-"))
-        self._next = 0
         schema_path = self._dir / SCHEMA_FILE
         schema_path.write_text(json.dumps(schema_document(bins, kinds), indent=2))
         writer.log_artifact(schema_path, DIAGNOSTICS_DIR, delete=True)
@@ -78,8 +77,7 @@ class HistogramParts:
         """Queue one part holding `rows`."""
         if not rows:
             return
-        path = self._dir / histogram_part(self._next)
-        self._next += 1
+        path = self._dir / histogram_part(rows[0].step)  # one snapshot: every row has its step
         columns = {
             "step": [r.step for r in rows],
             "kind": [r.kind for r in rows],

@@ -13,6 +13,21 @@ GRADCHECK_REPORT = "gradcheck/report.json"
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 
+# Run tags. A trial's run is a child of its sweep's parent run.
+DIVERGED_TAG = "fitlens.diverged"  # where the training loss stopped being finite ("epoch 3, step 96: ...")
+ERROR_TAG = "fitlens.error"  # a FAILED run's error
+SWEEP_KIND_TAG = "fitlens.kind"  # "sweep" on a sweep's parent run
+SWEEP_HASH_TAG = "fitlens.sweep_hash"  # parent: the sweep file as run and the store (re-running resumes it)
+SWEEP_TAG = "fitlens.sweep_id"  # child: the parent run id (MLflow's own mlflow.parentRunId is set too)
+PARENT_RUN_TAG = "mlflow.parentRunId"
+TRIAL_TAG = "fitlens.trial_id"  # child: Ray Tune's trial id
+POINT_TAG = "fitlens.point"  # child: JSON of the trial's values of the search space's keys
+STOPPED_TAG = "fitlens.stopped_early"  # child: where and why a scheduler stopped it
+RESUMED_TAG = "fitlens.resumed"  # child: the checkpoint a retried trial continued from
+BEST_RUN_TAG = "fitlens.best_run_id"  # parent: the trial with the lowest metric
+REFINED_FROM_TAG = "fitlens.refined_from"  # parent: the sweep that `fitlens sweep refine` narrowed
+SEARCH_SPACE_FILE = "search_space.yaml"  # parent: the sweep file as run
+
 
 def diag_key(kind: str, layer: str, stat: str) -> str:
     """The metric key of one diagnostics statistic: diag/<kind>/<layer>/<stat>."""
@@ -27,6 +42,7 @@ def parse_diag_key(key: str) -> tuple[str, str, str] | None:
     return parts[1], parts[2], parts[3]
 
 
-def histogram_part(index: int) -> str:
-    """The file name of histogram part `index` (inside DIAGNOSTICS_DIR)."""
-    return f"hist-{index:05d}.parquet"
+def histogram_part(step: int) -> str:
+    """The file name of the histogram part of the snapshot at `step` (inside DIAGNOSTICS_DIR): named by
+    step, so a resumed run that takes the same snapshot again replaces the part rather than adding one."""
+    return f"hist-{step:09d}.parquet"

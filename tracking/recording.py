@@ -5,6 +5,7 @@ checked, params and config.yaml logged, and closed as FINISHED, FAILED (with the
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -17,9 +18,9 @@ from mlflow.tracking import MlflowClient
 
 from lightning_modules.config import RunConfig
 from tracking.config import config_to_dict, dump_yaml, flatten
-from tracking.layout import CONFIG_FILE
+from tracking.layout import CONFIG_FILE, ERROR_TAG
 from tracking.signals import sigterm_raises_terminated
-from tracking.store import client_for, experiment_id, tracking_uri
+from tracking.store import client_for, experiment_id, retrying, tracking_uri
 from tracking.writer import RunWriter
 
 
@@ -36,30 +37,47 @@ class Recording:
 
 @contextmanager
 def recorded_run(
-    cfg: RunConfig, uri: str | None, tags: Mapping[str, str], extra_params: Mapping[str, Any] | None = None
+    cfg: RunConfig, uri: str | None, tags: Mapping[str, str], extra_params: Mapping[str, Any] | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[Recording]:
     """Create the run of `cfg` in experiment cfg.experiment, log its params and config.yaml, and
-    close it when the block ends; SIGTERM inside the block raises `Terminated`."""
+    close it when the block ends; SIGTERM inside the block raises `Terminated`.
+
+    With `resume_run_id` (a retried or resumed sweep trial) that run is reopened instead: its params
+    and config are already there, and metric points at steps it already holds are not sent again.
+    """
     uri = tracking_uri(uri)
     client = client_for(uri)
     exp_id = experiment_id(client, cfg.experiment)
-    run_id = client.create_run(exp_id, run_name=cfg.run_name or default_run_name(cfg), tags=dict(tags)).info.run_id
-    writer = RunWriter(client, run_id)
+    if resume_run_id is None:
+        run_id = retrying(client.create_run, exp_id, run_name=cfg.run_name or default_run_name(cfg),
+                          tags=dict(tags)).info.run_id
+        writer = RunWriter(client, run_id)
+    else:
+        run_id = resume_run_id
+        retrying(client.update_run, run_id, status="RUNNING")
+        writer = RunWriter(client, run_id, stored_steps=stored_steps(client, run_id))
     try:
         with sigterm_raises_terminated():
-            writer.log_params({**flatten(config_to_dict(cfg)), **(extra_params or {})})
-            client.log_text(run_id, dump_yaml(cfg), CONFIG_FILE)
+            if resume_run_id is None:
+                writer.log_params({**flatten(config_to_dict(cfg)), **(extra_params or {})})
+                retrying(client.log_text, run_id, dump_yaml(cfg), CONFIG_FILE)
             yield Recording(client, uri, exp_id, run_id, writer)
     except BaseException as err:
         writer.close()  # what was measured before the failure stays in the run
         # Ctrl-C, SystemExit and SIGTERM (BaseExceptions all) mean the user stopped it: KILLED, not FAILED.
         killed = not isinstance(err, Exception)
         if not killed:
-            client.set_tag(run_id, "fitlens.error", f"{type(err).__name__}: {err}"[:5000])
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
+            retrying(client.set_tag, run_id, ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
+        retrying(client.set_terminated, run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
         raise
     writer.close()
-    client.set_terminated(run_id, "FINISHED")
+    retrying(client.set_terminated, run_id, "FINISHED")
+
+
+def stored_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
+    """The last step the store holds for each metric key of a run."""
+    return {m.key: m.step for m in retrying(client.get_run, run_id).data.to_proto().metrics}
 
 
 def default_run_name(cfg: RunConfig) -> str:
@@ -73,6 +91,7 @@ def quiet_libraries() -> None:
     """Silence what would drown the summary a user reads: Lightning's banners ("GPU available: ..."),
     its advice on DataLoader workers (useless for in-memory tensors on 2 cores), its own deprecation
     notices, and MLflow's database set-up messages."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")

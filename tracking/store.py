@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 EMBEDDED_DB = "mlflow.db"
 EMBEDDED_ARTIFACTS = "mlartifacts"
+LOCKED_WAIT_S = 120.0  # how long a write waits for other processes to release the embedded store
+
+T = TypeVar("T")
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -48,10 +54,30 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         db_path = Path(uri.removeprefix("sqlite:///"))
         location = (db_path.parent / EMBEDDED_ARTIFACTS).resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return retrying(client.create_experiment, name, artifact_location=location)
     except MlflowException:
         # Another process created it between our look-up and create: use theirs.
         found = client.get_experiment_by_name(name)
         if found is None:
             raise
         return found.experiment_id
+
+
+def retrying(call: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """call(*args, **kwargs), again while the embedded store is locked by another process.
+
+    SQLite serializes writers: MLflow waits 20 s for the lock (busy_timeout), but a transaction that
+    read before writing is refused at once when another holds the write lock (SQLite's deadlock
+    rule). Concurrent trials of a sweep meet both; neither is an error worth showing a user. Every
+    call retried here is idempotent (MLflow drops a metric point identical to a stored one).
+    """
+    deadline = time.monotonic() + LOCKED_WAIT_S
+    delay = 0.05
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except MlflowException as err:
+            if "database is locked" not in str(err) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)

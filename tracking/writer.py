@@ -27,6 +27,7 @@ from pytorch_lightning.loggers.logger import Logger
 
 from tracking import sender
 from tracking.sender import Point
+from tracking.store import retrying
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 MAX_PARAMS_PER_BATCH = 100  # likewise, for params
@@ -38,10 +39,14 @@ class RunWriter:
     """Sends the metric points and artifacts of one MLflow run from a sender process; params synchronously."""
 
     def __init__(
-        self, client: MlflowClient, run_id: str, flush_every_s: float = 2.0, retry_for_s: float = 120.0
+        self, client: MlflowClient, run_id: str, flush_every_s: float = 2.0, retry_for_s: float = 120.0,
+        stored_steps: Mapping[str, int] | None = None,
     ) -> None:
         self.client = client
         self.run_id = run_id
+        # A resumed run (a retried trial) recomputes the steps after its checkpoint: points at a step
+        # the store already has for that key were sent before the crash and are not sent twice.
+        self.stored_steps = dict(stored_steps or {})
         # Points wait at most this long, so a live view of the run stays current.
         self.flush_every_s = flush_every_s
         self.failures: list[str] = []
@@ -61,7 +66,9 @@ class RunWriter:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Queue one point per metric at `step`; sent when a batch is full or `flush_every_s` has passed."""
         now_ms = int(time.time() * 1000)
-        points = [(key, float(value), now_ms, int(step)) for key, value in metrics.items()]
+        step = int(step)
+        points = [(key, float(value), now_ms, step) for key, value in metrics.items()
+                  if step > self.stored_steps.get(key, -1)]
         with self._lock:
             self._pending.extend(points)
             full = len(self._pending) >= MAX_METRICS_PER_BATCH
@@ -69,11 +76,14 @@ class RunWriter:
         if due:
             self._send_pending()
 
+    @property
+    def sender_pid(self) -> int:
+        """The process id of the sender (a restarted trial waits for a dead trial's sender to finish)."""
+        return self._sender.pid
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params now, synchronously (they are few, fixed, and wanted before training starts)."""
-        items = [Param(key, _param_text(value)) for key, value in params.items()]
-        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+        log_params(self.client, self.run_id, params)
 
     def submit(self, job: Callable[..., None], *args: Any) -> None:
         """Run job(client, run_id, *args) in the sender, after everything submitted before it; `job` is a
@@ -127,6 +137,13 @@ class RunWriter:
                     return
             except (BrokenPipeError, ValueError):
                 return  # the sender is gone; flush() reports it
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log params in batches MLflow accepts, long values cut to what the store keeps."""
+    items = [Param(key, _param_text(value)) for key, value in params.items()]
+    for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        retrying(client.log_batch, run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
 
 
 def metric_batches(points: list[Point]) -> Iterable[list[Point]]:
