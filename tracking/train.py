@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +21,9 @@ from lightning_modules.module import FitModule, evaluate
 from lightning_modules.optim import check_optim_config
 from tracking.callback import DiagnosticsCallback
 from tracking.diagnostics import resolve, select_layers
-from tracking.layout import CHECKPOINT_DIR
+from tracking.layout import CHECKPOINT_DIR, DIVERGED_TAG
 from tracking.recording import Recording, quiet_libraries, recorded_run
+from tracking.store import retrying
 from tracking.writer import MlflowLogger
 
 MONITOR = "dev/error"  # early stopping and the kept checkpoint both follow the dev error
@@ -83,7 +85,7 @@ def train(cfg: RunConfig, uri: str | None = None, progress: bool = False) -> dic
     prepared = prepare(cfg)
     cfg = prepared.config
     with recorded_run(cfg, uri, _tags(cfg)) as run:
-        metrics = _fit(prepared, run, progress)
+        metrics = fit(prepared, run, progress)
     return {"run_id": run.run_id, "experiment_id": run.experiment_id, "tracking_uri": run.tracking_uri,
             "reference_error": cfg.data.reference_error, **metrics}
 
@@ -100,52 +102,98 @@ def torch_threads(cfg: RunConfig) -> int:
     return cfg.train.threads or max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-def _fit(prepared: Prepared, run: Recording, progress: bool) -> dict[str, float]:
+class DivergenceStop(pl.Callback):
+    """Stops training at the end of the first epoch whose training loss is NaN or infinite, and tags the
+    run with where (a sweep goes on with its other trials; the kept weights are the last good ones).
+
+    It reads the epoch's logged mean, so a step without a snapshot costs nothing extra (no per-step
+    device sync). `where` says when it happened; None while the loss stays finite.
+    """
+
+    KEYS = ("train/cost", "train/loss")  # the first one the module logs is watched
+
+    def __init__(self, run: Recording) -> None:
+        self.run = run
+        self.where: str | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for key in self.KEYS:
+            value = trainer.callback_metrics.get(key)
+            if value is not None:
+                if not torch.isfinite(value):
+                    self.where = f"epoch {trainer.current_epoch}, step {trainer.global_step}: {key} = {float(value)}"
+                    trainer.should_stop = True
+                    if trainer.is_global_zero:  # tagged at once: a sweep's scheduler may stop the trial next
+                        retrying(self.run.client.set_tag, self.run.run_id, DIVERGED_TAG, self.where)
+                return
+
+
+def fit(
+    prepared: Prepared, run: Recording, progress: bool = False, callbacks: Sequence[pl.Callback] = (),
+    workdir: str | None = None, resume_from: str | None = None, trainer_args: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train `prepared` into `run`: test the kept (best-dev) weights, log best/* and the checkpoint.
+
+    `workdir` keeps the best checkpoint (default: a temporary folder); `resume_from` is a Lightning
+    checkpoint to continue from (a retried sweep trial); `trainer_args` replace Trainer arguments (a
+    data-parallel strategy). Returns the summary's metrics; only rank zero writes to the run.
+    """
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="fitlens-ckpt-") as tmp:
+            return fit(prepared, run, progress, callbacks, tmp, resume_from, trainer_args)
     cfg, datamodule, module, writer = prepared.config, prepared.datamodule, prepared.module, run.writer
     torch.set_num_threads(torch_threads(cfg))
-    with tempfile.TemporaryDirectory(prefix="fitlens-ckpt-") as ckpt_dir:
-        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="min",
-                                     save_top_k=1, auto_insert_metric_name=False)
-        callbacks: list[pl.Callback] = [checkpoint]
-        if resolve(cfg.diagnostics).enabled:
-            callbacks.append(DiagnosticsCallback(cfg.diagnostics))
-        if cfg.train.early_stopping:
-            callbacks.append(EarlyStopping(monitor=MONITOR, mode="min", patience=cfg.train.patience))
-        limit = cfg.train.limit_batches or 1.0
-        trainer = pl.Trainer(
-            max_epochs=cfg.train.max_epochs,
-            accelerator=cfg.train.accelerator,
-            devices=cfg.train.devices,
-            precision=cfg.train.precision,
-            logger=MlflowLogger(writer),
-            callbacks=callbacks,
-            enable_progress_bar=progress,
-            enable_model_summary=progress,
-            num_sanity_val_steps=0,
-            limit_train_batches=limit,
-            limit_val_batches=limit,
-            limit_test_batches=limit,
-        )
-        trainer.fit(module, datamodule=datamodule)
-        last_epoch = {key: float(value) for key, value in trainer.callback_metrics.items()}
-        best = checkpoint.best_model_path or None
-        # The test set is touched once, at the end, with the kept (best-dev) weights.
-        trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-        summary = {key: float(trainer.callback_metrics[key])
-                   for key in ("test/error", "test/loss") if key in trainer.callback_metrics}
-        if isinstance(module, FitModule):
-            # Train and dev error of the kept weights, in eval mode: no dropout, no augmentation.
-            for split, loader in (("train", datamodule.train_eval_dataloader()), ("dev", datamodule.val_dataloader())):
-                for stat, value in evaluate(module.net, loader).items():
-                    summary[f"{split}/{stat}"] = value
-        else:
-            # A user's module is measured by its own logging: the values of the last epoch.
-            summary |= {key: last_epoch[key] for key in ("train/error", "train/loss", "dev/error", "dev/loss")
-                        if key in last_epoch}
+    checkpoint = ModelCheckpoint(dirpath=workdir, filename="best", monitor=MONITOR, mode="min",
+                                 save_top_k=1, auto_insert_metric_name=False)
+    divergence = DivergenceStop(run)
+    all_callbacks: list[pl.Callback] = [checkpoint, divergence]
+    if resolve(cfg.diagnostics).enabled:
+        all_callbacks.append(DiagnosticsCallback(cfg.diagnostics))
+    if cfg.train.early_stopping:
+        all_callbacks.append(EarlyStopping(monitor=MONITOR, mode="min", patience=cfg.train.patience))
+    all_callbacks += callbacks
+    limit = cfg.train.limit_batches or 1.0
+    args = dict(
+        max_epochs=cfg.train.max_epochs,
+        accelerator=cfg.train.accelerator,
+        devices=cfg.train.devices,
+        precision=cfg.train.precision,
+        logger=MlflowLogger(writer),
+        callbacks=all_callbacks,
+        enable_progress_bar=progress,
+        enable_model_summary=progress,
+        num_sanity_val_steps=0,
+        limit_train_batches=limit,
+        limit_val_batches=limit,
+        limit_test_batches=limit,
+    )
+    trainer = pl.Trainer(**{**args, **(trainer_args or {})})
+    if trainer_args and "strategy" in trainer_args:
+        from ray.train.lightning import prepare_trainer
+
+        trainer = prepare_trainer(trainer)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    last_epoch = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    best = checkpoint.best_model_path or None
+    # The test set is touched once, at the end, with the kept (best-dev) weights.
+    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    summary = {key: float(trainer.callback_metrics[key])
+               for key in ("test/error", "test/loss") if key in trainer.callback_metrics}
+    if isinstance(module, FitModule):
+        # Train and dev error of the kept weights, in eval mode: no dropout, no augmentation.
+        for split, loader in (("train", datamodule.train_eval_dataloader()), ("dev", datamodule.val_dataloader())):
+            for stat, value in evaluate(module.net, loader).items():
+                summary[f"{split}/{stat}"] = value
+    else:
+        # A user's module is measured by its own logging: the values of the last epoch.
+        summary |= {key: last_epoch[key] for key in ("train/error", "train/loss", "dev/error", "dev/loss")
+                    if key in last_epoch}
+    if trainer.is_global_zero:
         writer.log_metrics({f"best/{key}": value for key, value in summary.items() if not key.startswith("test/")},
                            step=trainer.global_step)
         writer.flush()
         if best:
             run.client.log_artifact(run.run_id, best, CHECKPOINT_DIR)
     summary["epochs"] = trainer.current_epoch
+    summary["diverged"] = divergence.where
     return summary
