@@ -16,6 +16,9 @@ from tracking.signals import Terminated
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fitlens` console script; returns the exit status."""
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["sweep", "refine"]:
+        argv = ["sweep-refine", *argv[2:]]  # `fitlens sweep refine ID`: a subcommand beside free overrides
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -50,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
     _add_gradcheck_parser(commands)
     _add_studies_parser(commands)
+    _add_sweep_parsers(commands)
     return parser
 
 
@@ -76,12 +80,18 @@ def _describe(summary: dict[str, Any]) -> str:
         f"run {summary['run_id']} (experiment {summary['experiment_id']}) in {summary['tracking_uri']}\n"
         f"error  train {pct('train/error')}  dev {pct('dev/error')}  test {pct('test/error')}  "
         f"reference {pct('reference_error')}  after {summary.get('epochs')} epochs"
+        + (f"\ndiverged at {summary['diverged']}; the kept weights are the last ones with a finite loss"
+           if summary.get("diverged") else "")
     )
 
 
-def _json_safe(summary: dict[str, Any]) -> dict[str, Any]:
-    # JSON has no NaN: a diverged run reports null.
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()}
+def _json_safe(value: Any) -> Any:
+    """JSON has no NaN: a diverged run reports null."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,6 +207,99 @@ def _studies(args: argparse.Namespace) -> int:
 def _first_sentence(text: str) -> str:
     head, sep, _ = " ".join(text.split()).partition(". ")
     return head + "." if sep else head
+
+
+# ----------------------------------------------------------------------------------------------
+# fitlens sweep, fitlens sweep refine
+
+
+def _add_sweep_parsers(commands: Any) -> None:
+    sweep = commands.add_parser(
+        "sweep", help="run a hyperparameter sweep on Ray Tune, recorded as MLflow parent and child runs",
+        description="Run a sweep file (or a packaged study, see `fitlens studies`) on Ray Tune: one MLflow parent "
+        "run with the search space, one child run per trial. RAY_ADDRESS joins an existing Ray cluster; unset, a "
+        "local one is started. Running the same command again continues an interrupted sweep. Overrides look "
+        "like num_samples=4 base.train.max_epochs=5 'space.optim.lr={loguniform: [1e-3, 1e-1]}'. "
+        "`fitlens sweep refine SWEEP_RUN_ID [--top K]` narrows a finished sweep around its best trials.",
+    )
+    source = sweep.add_mutually_exclusive_group()
+    source.add_argument("--study", metavar="NAME", help="a packaged study: " + ", ".join(_study_names()))
+    source.add_argument("--config", metavar="FILE", help="a YAML sweep file")
+    source.add_argument("--resume", action="store_true",
+                        help="continue the most recent unfinished sweep in the store")
+    _add_run_options(sweep)
+    sweep.add_argument("--new", action="store_true",
+                       help="start a new sweep even when an unfinished run of the same one exists")
+    sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted sweep-file overrides")
+    sweep.set_defaults(handler=_sweep)
+
+    refine = commands.add_parser(
+        "sweep-refine", help=argparse.SUPPRESS, prog="fitlens sweep refine",
+        description="Coarse to fine: narrow each range of a finished sweep around its best K trials, on the scale "
+        "the space used (log for loguniform, log of 1 - beta for loguniform_one_minus), keep the categorical "
+        "values those trials had, and run that sweep; its parent run is tagged fitlens.refined_from.",
+    )
+    refine.add_argument("sweep_run_id", metavar="SWEEP_RUN_ID", help="the parent run id of the sweep to refine")
+    refine.add_argument("--top", type=int, default=3, metavar="K", help="trials to narrow around (default: 3)")
+    refine.add_argument("--dry-run", action="store_true", help="print the refined sweep file; run nothing")
+    _add_run_options(refine)
+    refine.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the refined sweep")
+    refine.set_defaults(handler=_sweep_refine)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--smoke", action="store_true",
+                        help="the same path in seconds: the sweep's smoke settings (few trials, tiny data)")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object, last line")
+
+
+def _study_names() -> list[str]:
+    from tracking.sweep_config import list_studies
+
+    return list_studies()
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from tracking.sweep_config import load_sweep
+
+    if args.resume:
+        if args.overrides:
+            raise ConfigError(f"--resume takes no overrides (got {' '.join(args.overrides)}): it continues the sweep "
+                              "exactly as it was started")
+        from tracking.sweep_store import unfinished_sweep
+
+        sweep = unfinished_sweep(args.tracking_uri)
+        return _run_sweep(args, sweep, smoke=False)
+    if not (args.study or args.config):
+        raise ConfigError("fitlens sweep needs --study NAME (one of: " + ", ".join(_study_names())
+                          + "), --config FILE or --resume")
+    sweep = load_sweep(args.study or args.config, args.overrides)  # fail on bad input before starting Ray
+    return _run_sweep(args, sweep, smoke=args.smoke)
+
+
+def _sweep_refine(args: argparse.Namespace) -> int:
+    from tracking.sweep_config import dump_sweep, override_sweep
+    from tracking.sweep_store import refine
+
+    sweep = override_sweep(refine(args.sweep_run_id, args.top, args.tracking_uri), args.overrides)
+    if args.dry_run:
+        print(dump_sweep(sweep), end="")
+        return 0
+    return _run_sweep(args, sweep, smoke=args.smoke, refined_from=args.sweep_run_id)
+
+
+def _run_sweep(args: argparse.Namespace, sweep: Any, smoke: bool, refined_from: str | None = None) -> int:
+    from tracking.sweep import describe, run_sweep
+
+    summary = run_sweep(sweep, uri=args.tracking_uri, smoke=smoke, resume=not getattr(args, "new", False),
+                        refined_from=refined_from, progress=not args.json)
+    if args.json:
+        print(json.dumps(_json_safe(summary)))
+    else:
+        print(describe(summary))
+    return 130 if summary["interrupted"] else 0
 
 
 if __name__ == "__main__":

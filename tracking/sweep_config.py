@@ -19,8 +19,12 @@ A sweep file (YAML)::
     scheduler: fifo              # fifo | asha | pbt
     num_samples: 8               # random draws; each is crossed with every grid combination
     max_concurrent: 2
-    resources: {cpus: 1, gpus: 0, workers: 1}
+    resources: {cpus: 1, gpus: 0, workers: 1}    # workers > 1: cpus and gpus are per worker
     metric: dev/error            # minimized
+    grace_period: 1              # ASHA: epochs before a trial may be stopped
+    reduction_factor: 3          # ASHA: keep the best third at each rung
+    perturbation_interval: 2     # PBT: epochs between exploit/explore steps
+    max_failures: 2              # a trial whose process dies is retried from its checkpoint this often
     smoke: {num_samples: 1, base: {train: {max_epochs: 1, limit_batches: 2}}}   # what --smoke changes
 
 A space key may name a section (`optim`, `model`): its values are then mappings merged into that
@@ -49,7 +53,7 @@ from tracking.config import as_float, build_dataclass, config_to_dict, parse_ove
 
 __all__ = [
     "DISTRIBUTIONS", "Distribution", "Resources", "SmokeConfig", "SweepConfig", "apply", "grid_points",
-    "dump_sweep", "list_studies", "load_sweep", "sample_configs", "sweep_from_dict", "with_smoke",
+    "dump_sweep", "list_studies", "load_sweep", "override_sweep", "sample_configs", "sweep_from_dict", "with_smoke",
 ]
 
 Search = Literal["random", "grid", "tpe"]  # tpe: Optuna's tree-structured Parzen estimator
@@ -203,7 +207,7 @@ def _range(**bounds: float) -> dict[str, Any]:
 
 @dataclass
 class Resources:
-    """What one trial holds (Ray's resources_per_trial)."""
+    """What one trial holds (Ray's resources_per_trial); with workers > 1, what each worker holds."""
 
     cpus: float = field(default=1.0, metadata=_range(gt=0.0))
     gpus: float = field(default=0.0, metadata=_range(ge=0.0))  # a fraction shares one GPU between trials
@@ -232,6 +236,12 @@ class SweepConfig:
     max_concurrent: int = field(default=2, metadata=_range(ge=1))  # 2 CPU cores: one trial each
     resources: Resources = field(default_factory=Resources)
     metric: Metric = "dev/error"
+    # ASHA: a trial may be stopped from epoch grace_period on, at rungs grace_period x rf^k epochs,
+    # unless it is in the best 1/reduction_factor of the trials that reached the rung.
+    grace_period: int = field(default=1, metadata=_range(ge=1))
+    reduction_factor: float = field(default=3.0, metadata=_range(gt=1.0))
+    perturbation_interval: int = field(default=2, metadata=_range(ge=1))  # PBT: epochs between exploits
+    max_failures: int = field(default=2, metadata=_range(ge=0))  # retries of a trial whose process died
     smoke: SmokeConfig = field(default_factory=SmokeConfig)
 
     @property
@@ -247,6 +257,8 @@ class SweepConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts and lists that `sweep_from_dict` reads back to an equal sweep."""
         out = dataclasses.asdict(self)
+        if not out["description"]:
+            del out["description"]  # optional in a file, but never an empty string
         out["space"] = {key: dist.to_dict() for key, dist in self.space.items()}
         return out
 
@@ -268,7 +280,17 @@ def load_sweep(path_or_name: str | Path, overrides: Sequence[str] = ()) -> Sweep
     key takes the rest after `space.` whole: `space.optim.lr={loguniform: [1e-3, 1e-1]}`, and
     `space.optim.lr=null` removes it.
     """
-    raw = read_yaml(_sweep_path(path_or_name))
+    return _overridden(read_yaml(_sweep_path(path_or_name)), overrides)
+
+
+def override_sweep(sweep: SweepConfig, overrides: Sequence[str]) -> SweepConfig:
+    """`sweep` updated by `key=value` overrides, as `load_sweep` reads them."""
+    return _overridden(sweep.to_dict(), overrides) if overrides else sweep
+
+
+def _overridden(raw: Any, overrides: Sequence[str]) -> SweepConfig:
+    if not isinstance(raw, dict):
+        return sweep_from_dict(raw)  # names what the file holds instead
     for override in overrides:
         key, value = parse_override(override)
         if key.startswith("space."):
@@ -378,6 +400,13 @@ def _check_search(sweep: SweepConfig) -> None:
         if grids:
             raise ConfigError(f"search = 'tpe' cannot cross grid values (space.{grids[0]} is a grid); use choice, "
                               f"or search: random")
+    if sweep.scheduler == "asha" and sweep.grace_period > sweep.base.train.max_epochs:
+        raise ConfigError(f"grace_period = {sweep.grace_period}: ASHA cannot stop a trial before epoch grace_period, "
+                          f"and base.train.max_epochs is {sweep.base.train.max_epochs}; use 1..max_epochs")
+    if sweep.scheduler == "pbt" and sweep.resources.workers > 1:
+        raise ConfigError(f"scheduler = 'pbt' with resources.workers = {sweep.resources.workers}: population based "
+                          f"training restores trials from checkpoints, which data-parallel trials do not keep; use "
+                          f"workers: 1, or scheduler: asha or fifo")
     if sweep.scheduler == "pbt" and sweep.search != "random":
         raise ConfigError(f"scheduler = 'pbt' with search = {sweep.search!r}: population based training explores "
                           f"by mutating trials; use search: random")

@@ -286,3 +286,25 @@ def test_to_tune_builds_the_matching_search_space() -> None:
     searched = beta.to_tune(searcher=True)  # over 1 - beta, for TPE
     assert isinstance(searched, Float) and (searched.lower, searched.upper) == pytest.approx((0.001, 0.2))
     assert beta.from_tune(0.01, searcher=True) == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["sweep", "--study", "lrr"], "sweep 'lrr' is neither a file nor a packaged study (did you mean 'lr'?)"),
+        (["sweep"], "fitlens sweep needs --study NAME (one of: activations,"),
+        (["sweep", "--study", "lr", "num_samples=0"], "num_samples = 0"),
+        (["sweep", "--study", "lr", "scheduler=hyperband"], "scheduler = 'hyperband'"),
+        (["sweep", "--study", "lr", "space.optim.lr={loguniform: [0, 1]}"], "loguniform bounds must be > 0"),
+        (["sweep", "--resume", "num_samples=3"], "--resume takes no overrides"),
+        (["sweep", "refine", "abc", "--top", "0"], "--top = 0"),
+    ],
+)
+def test_sweep_command_refuses_bad_input_before_starting_anything(argv, expected, capsys, tmp_path,
+                                                                    monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fitlens: config error: ") and expected in err, err
+    assert not (tmp_path / "sweeps").exists()  # no Ray cluster, no sweep state
