@@ -7,9 +7,11 @@ TORCH := torch==2.13.0
 # The embedded MLflow store inside the project directory (see tracking/store.py).
 STORE := sqlite:///$(CURDIR)/mlflow.db
 ARGS ?=
+STUDY ?=
+CONFIG ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo train test bench lint mlflow-ui clean
+.PHONY: help setup demo train sweep sweep-resume smoke test bench lint mlflow-ui clean
 
 help: ## Show this help.
 	@echo "fitlens: make <target>"
@@ -29,6 +31,17 @@ demo: setup ## Train the default network on the embedded store, then say how to 
 train: setup ## Train the default config (an MLP on MNIST-1D) and record it in MLflow; ARGS="--config c.yaml optim.lr=3e-4".
 	$(VENV)/bin/fitlens train $(ARGS)
 
+sweep: setup ## Run a sweep on Ray Tune: STUDY=lr (see `fitlens studies`) or CONFIG=file.yaml; ARGS="num_samples=4".
+	@if [ -n "$(STUDY)" ] && [ -n "$(CONFIG)" ]; then echo "make sweep: set STUDY or CONFIG, not both" >&2; exit 2; fi
+	@if [ -z "$(STUDY)$(CONFIG)" ]; then echo "make sweep: set STUDY=name (one of: $$($(VENV)/bin/fitlens studies --json | $(PY) -c 'import json,sys; print(", ".join(s["name"] for s in json.load(sys.stdin)))')) or CONFIG=file.yaml" >&2; exit 2; fi
+	$(VENV)/bin/fitlens sweep $(if $(STUDY),--study $(STUDY),--config $(CONFIG)) $(ARGS)
+
+sweep-resume: setup ## Continue the most recent interrupted sweep in the embedded store.
+	$(VENV)/bin/fitlens sweep --resume $(ARGS)
+
+smoke: setup ## Run a study's sweep path in seconds (lr by default, two tiny trials); STUDY=init for another.
+	$(VENV)/bin/fitlens sweep --study $(or $(STUDY),lr) --smoke $(ARGS)
+
 test: setup ## Run the test suite.
 	$(PY) -m pytest -q $(ARGS)
 
@@ -36,8 +49,9 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	touch $@
 
-bench: $(VENV)/.bench-installed ## Measure what diagnostics cost, side by side (prints the README's table).
+bench: $(VENV)/.bench-installed ## Measure what diagnostics and sweeps cost, side by side (prints the README's tables).
 	$(PY) benchmarks/bench_diagnostics.py $(ARGS)
+	$(PY) benchmarks/bench_sweeps.py
 
 lint: setup ## Run ruff.
 	$(VENV)/bin/ruff check .
