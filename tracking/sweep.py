@@ -291,6 +291,9 @@ def run_sweep(
         resumed = True
     folder = sweeps_folder(uri)
     job = TrialJob(sweep, parent, exp_id, uri, searcher=sweep.search == "tpe")
+    if resumed:
+        # Runs left RUNNING by a driver that died (SIGKILL) are KILLED; the trials Tune continues reopen theirs.
+        _close_running_trials(client, job)
     started_ray = _init_ray()
     try:
         results = _tune(job, folder, resumed, progress)
@@ -550,7 +553,7 @@ def _summarize(client: MlflowClient, job: TrialJob, results: Any) -> dict[str, A
         row = {
             "trial_id": trial_id, "run_id": run.info.run_id if run else None,
             "status": run.info.status if run else ("FAILED" if result.error else "PENDING"), metric: value,
-            "epochs": int(result.metrics.get("training_iteration", 0)) if result.metrics else 0,
+            "epochs": int(result.metrics.get("epoch", -1)) + 1 if result.metrics else 0,  # epoch counts from 0
             "stopped_early": tags.get(STOPPED_TAG), "diverged": tags.get(DIVERGED_TAG),
             "error": tags.get(ERROR_TAG) or (str(result.error)[:2000] if result.error else None),
             "point": json.loads(tags[POINT_TAG]) if POINT_TAG in tags else None,
