@@ -408,7 +408,8 @@ def _tune(job: TrialJob, folder: Path, resumed: bool, progress: bool) -> Any:
         run_config = tune.RunConfig(
             name=job.parent_run_id, storage_path=str(folder), verbose=0, callbacks=[TrialRuns(job, progress)],
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # PBT restores a trial from another trial's checkpoint, which must still be there: keep them all.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
         )
         tuner = tune.Tuner(trainable, param_space=_param_space(job), tune_config=tune_config, run_config=run_config)
     return tuner.fit()
@@ -499,17 +500,23 @@ class TrialRuns(tune.Callback):
                   f"{result.get(self.job.sweep.metric, math.nan):.4f}", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial.trial_id, "FINISHED")
+        self._close(trial.trial_id, "FINISHED", None)
         self.ended.add(trial.trial_id)
         print(f"trial {trial.trial_id} done ({len(self.ended)}/{self.job.sweep.num_trials} this session)", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial.trial_id, "FAILED")
+        try:
+            error = trial.get_pickled_error()
+        except Exception:  # the error file is gone or unreadable: say what is known
+            error = None
+        last = f"; the last error: {type(error).__name__}: {error}" if error is not None else ""
+        self._close(trial.trial_id, "FAILED", f"the trial failed {self.job.sweep.max_failures + 1} times "
+                    f"(max_failures = {self.job.sweep.max_failures}){last}"[:5000])
         self.ended.add(trial.trial_id)
         print(f"trial {trial.trial_id} failed ({len(self.ended)}/{self.job.sweep.num_trials} this session)",
               flush=True)
 
-    def _close(self, trial_id: str, status: str) -> None:
+    def _close(self, trial_id: str, status: str, error: str | None) -> None:
         client = client_for(self.job.tracking_uri)
         run_id = find_trial_run(client, self.job.experiment_id, self.job.parent_run_id, trial_id)
         if run_id is None:
@@ -519,9 +526,8 @@ class TrialRuns(tune.Callback):
             return  # the trial closed it
         if status == "FINISHED" and STOPPED_TAG not in run.data.tags:
             return  # stopped because the sweep is interrupted: KILLED, and continued on resume
-        if status == "FAILED":
-            retrying(client.set_tag, run_id, ERROR_TAG, "the trial's process died more often than "
-                     f"max_failures = {self.job.sweep.max_failures} allows")
+        if error:
+            retrying(client.set_tag, run_id, ERROR_TAG, error)
         retrying(client.set_terminated, run_id, status)
 
 
