@@ -16,6 +16,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from tracking.cli import main
 from tracking.layout import (
     BEST_RUN_TAG,
     DIVERGED_TAG,
@@ -132,13 +133,12 @@ def test_asha_stops_some_trials_early_and_tags_where_and_why(asha_sweep) -> None
     assert {r.info.run_id for r in stopped} == {rid for rid, t in rows.items() if t["stopped_early"]}
 
 
-def test_refine_narrows_around_the_best_trials_on_the_space_scale(asha_sweep) -> None:
+def test_refine_narrows_around_the_best_trials_on_the_space_scale(asha_sweep, capsys) -> None:
     folder, summary = asha_sweep
     client = store(folder)
-    proc = subprocess.run([FITLENS, "sweep", "refine", summary["parent_run_id"], "--top", "2", "--dry-run"],
-                          cwd=folder, env=env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    refined = yaml.safe_load(proc.stdout)
+    assert main(["sweep", "refine", summary["parent_run_id"], "--top", "2", "--dry-run",
+                 "--tracking-uri", client.tracking_uri]) == 0
+    refined = yaml.safe_load(capsys.readouterr().out)
     scored = sorted((min(m.value for m in client.get_metric_history(r.info.run_id, "dev/error")),
                      json.loads(r.data.tags[POINT_TAG])) for r in children(client, summary["parent_run_id"])
                     if client.get_metric_history(r.info.run_id, "dev/error"))
@@ -163,12 +163,13 @@ def test_refine_launches_the_next_sweep_linked_by_a_tag(asha_sweep) -> None:
     assert len(refined["trial_run_ids"]) == 1  # the top trial's one learning rate, one smoke sample
 
 
-def test_refine_refuses_a_run_that_is_not_a_sweep(asha_sweep) -> None:
+def test_refine_refuses_a_run_that_is_not_a_sweep(asha_sweep, capsys) -> None:
     folder, summary = asha_sweep
-    proc = subprocess.run([FITLENS, "sweep", "refine", summary["trial_run_ids"][0]], cwd=folder, env=env(),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert "is not a sweep's parent run" in proc.stderr and "Traceback" not in proc.stderr
+    uri = store(folder).tracking_uri
+    assert main(["sweep", "refine", summary["trial_run_ids"][0], "--tracking-uri", uri]) == 2
+    assert "is not a sweep's parent run" in capsys.readouterr().err
+    assert main(["sweep", "refine", "0" * 32, "--tracking-uri", uri]) == 2
+    assert f"SWEEP_RUN_ID = '{'0' * 32}': no such run in {uri}" in capsys.readouterr().err
 
 
 def test_a_two_worker_ddp_trial_logs_one_run(tmp_path) -> None:

@@ -308,3 +308,27 @@ def test_sweep_command_refuses_bad_input_before_starting_anything(argv, expected
     err = capsys.readouterr().err
     assert err.startswith("fitlens: config error: ") and expected in err, err
     assert not (tmp_path / "sweeps").exists()  # no Ray cluster, no sweep state
+
+
+@pytest.mark.parametrize("name", list_studies())
+def test_a_sweep_read_back_from_its_parent_run_is_the_same_sweep(name, tmp_path) -> None:
+    """`fitlens sweep --resume` (make sweep-resume) finds the unfinished sweep by the hash of the sweep as run:
+    the search_space.yaml of its parent must read back to a sweep with the same hash, smoke or not."""
+    from mlflow.tracking import MlflowClient
+
+    from tracking.store import experiment_id
+    from tracking.sweep import _create_parent, sweep_hash
+    from tracking.sweep_store import unfinished_sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    for sweep in (load_sweep(name), with_smoke(load_sweep(name))):
+        identity = sweep_hash(sweep, uri)
+        parent = _create_parent(client, experiment_id(client, sweep.base.experiment), sweep, identity, None)
+        client.set_terminated(parent, "KILLED")  # Ctrl-C
+        again = unfinished_sweep(uri)
+        assert sweep_hash(again, uri) == identity
+        assert again == sweep
+        client.set_terminated(parent, "FINISHED")
+    with pytest.raises(ConfigError, match="--resume: no unfinished sweep in"):
+        unfinished_sweep(uri)
