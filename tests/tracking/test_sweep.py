@@ -231,6 +231,19 @@ def _descendants(pid: int) -> list[tuple[int, str]]:
     return found
 
 
+def _trial_run(client: MlflowClient, condition: str = ""):
+    """A poll for the id of a trial's run (matching `condition`), None while there is none or no store yet."""
+
+    def find() -> str | None:
+        try:
+            runs = client.search_runs(["1"], filter_string=f"tags.`{TRIAL_TAG}` != ''{condition}")
+        except Exception:
+            return None
+        return runs[0].info.run_id if runs else None
+
+    return find
+
+
 def _wait_for(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -250,15 +263,7 @@ def test_a_killed_trial_resumes_from_its_checkpoint_in_the_same_run(tmp_path) ->
     driver = subprocess.Popen([FITLENS, "sweep", "--config", str(path), "--json"], cwd=tmp_path, env=env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = store(tmp_path)
-
-    def trial_run():
-        try:
-            runs = client.search_runs(["1"], filter_string=f"tags.`{TRIAL_TAG}` != ''")
-        except Exception:
-            return None
-        return runs[0].info.run_id if runs else None
-
-    run_id = _wait_for(trial_run, 300, "the trial's run")
+    run_id = _wait_for(_trial_run(client), 300, "the trial's run")
     _wait_for(lambda: len(client.get_metric_history(run_id, "dev/error")) >= 3, 300, "three epochs")
     trial = [pid for pid, cmd in _descendants(driver.pid) if cmd.startswith("ray::ImplicitFunc")]
     assert len(trial) == 1
@@ -287,15 +292,7 @@ def test_an_interrupted_sweep_resumes_when_the_command_is_run_again(tmp_path) ->
     driver = subprocess.Popen(command, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     client = store(tmp_path)
-
-    def first_finished():
-        try:
-            runs = client.search_runs(["1"], filter_string=f"tags.`{TRIAL_TAG}` != '' and status = 'FINISHED'")
-        except Exception:
-            return None
-        return runs[0].info.run_id if runs else None
-
-    first = _wait_for(first_finished, 300, "the first trial to finish")
+    first = _wait_for(_trial_run(client, " and status = 'FINISHED'"), 300, "the first trial to finish")
     driver.send_signal(signal.SIGINT)  # Ctrl-C
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 130, err[-3000:]
