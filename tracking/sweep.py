@@ -68,12 +68,9 @@ from tracking.sweep_config import SweepConfig, apply, dump_sweep, with_smoke
 from tracking.train import Prepared, fit, prepare
 from tracking.writer import RunWriter, log_params
 
-log = logging.getLogger(__name__)
-
 CHECKPOINT_FILE = "last.ckpt"  # inside each Tune checkpoint of a one-worker trial
 SENDER_FILE = "sender.json"  # beside it: the sender process that stored the points up to it
 SWEEPS_DIR = "sweeps"  # Tune's experiment folders, beside an embedded store (else in the working directory)
-UNFINISHED = ("RUNNING", "SCHEDULED", "KILLED", "FAILED")
 
 
 @dataclass(frozen=True)
@@ -341,7 +338,7 @@ def sweeps_folder(uri: str) -> Path:
 def _unfinished_parent(client: MlflowClient, exp_id: str, identity: str) -> str | None:
     runs = retrying(client.search_runs, [exp_id], max_results=1, order_by=["attributes.start_time DESC"],
                     filter_string=f"tags.`{SWEEP_HASH_TAG}` = '{identity}'")
-    if runs and runs[0].info.status in UNFINISHED:
+    if runs and runs[0].info.status != "FINISHED":  # interrupted, or its driver died
         return runs[0].info.run_id
     return None
 
