@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -37,10 +40,18 @@ def is_embedded(uri: str) -> bool:
 
 
 def client_for(uri: str) -> MlflowClient:
-    """An MlflowClient for `uri`; an embedded store's folder is created first (SQLite will not)."""
-    if is_embedded(uri):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
+    """An MlflowClient for `uri`. An embedded store's folder is created first (SQLite will not), and the store
+    is opened under a file lock: MLflow creates a new database's tables with migrations that fail when two
+    processes run them at once ("table _alembic_tmp_experiments already exists"), leaving the store broken."""
+    if not is_embedded(uri):
+        return MlflowClient(tracking_uri=uri)
+    db_path = Path(uri.removeprefix("sqlite:///"))
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(db_path.with_name(db_path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        client = MlflowClient(tracking_uri=uri)
+        retrying(client.search_experiments, max_results=1)  # opens the store: creates or upgrades its tables
+    return client
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -81,3 +92,15 @@ def retrying(call: Callable[..., T], *args: object, **kwargs: object) -> T:
                 raise
             time.sleep(delay)
             delay = min(2 * delay, 2.0)
+
+
+def quiet_libraries() -> None:
+    """Silence what would drown the summary a user reads: Lightning's banners ("GPU available: ..."),
+    its advice on DataLoader workers (useless for in-memory tensors on 2 cores), its own deprecation
+    notices, and MLflow's database set-up messages."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")

@@ -78,12 +78,11 @@ def test_experiment_is_reused_and_embedded_artifacts_sit_beside_the_db(tmp_path)
 
 CONCURRENT_WRITER = """
 import sys
-from mlflow.tracking import MlflowClient
-from tracking.store import experiment_id, retrying
+from tracking.store import client_for, experiment_id, retrying
 from tracking.writer import RunWriter
 
 uri, index, steps, keys = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-client = MlflowClient(uri)
+client = client_for(uri)
 exp = experiment_id(client, "concurrent")
 run_id = retrying(client.create_run, exp, run_name=f"writer-{index}").info.run_id
 writer = RunWriter(client, run_id, flush_every_s=0.05)
@@ -98,13 +97,13 @@ print(run_id)
 
 
 def test_concurrent_writers_to_the_embedded_store_lose_no_points(tmp_path) -> None:
-    """8 processes (as 8 trials of a sweep) write to one SQLite store at once: every point is stored
-    exactly once, and no 'database is locked' reaches any of them."""
+    """8 processes (as 8 trials of a sweep, or 8 `fitlens train` at once) open one new SQLite store and write
+    to it at once: the store's tables are created once, every point is stored exactly once, and no
+    'database is locked' reaches any of them."""
     import subprocess
     import sys
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()  # create the schema once, as the sweep's driver does
     writers, steps, keys = 8, 100, 20
     procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, uri, str(i), str(steps), str(keys)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(writers)]
