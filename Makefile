@@ -11,7 +11,7 @@ STUDY ?=
 CONFIG ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo train sweep sweep-resume smoke test bench lint mlflow-ui clean
+.PHONY: help setup demo train sweep sweep-resume smoke report test bench lint mlflow-ui clean
 
 help: ## Show this help.
 	@echo "fitlens: make <target>"
@@ -41,6 +41,10 @@ sweep-resume: setup ## Continue the most recent interrupted sweep in the embedde
 
 smoke: setup ## Run a study's sweep path in seconds (lr by default, two tiny trials); STUDY=init for another.
 	$(VENV)/bin/fitlens sweep --study $(or $(STUDY),lr) --smoke $(ARGS)
+
+report: setup ## Diagnose a recorded run or sweep: RUN=<run id or sweep parent run id>; ARGS="--json".
+	@if [ -z "$(RUN)" ]; then echo "make report: set RUN=<run id> (a run's, or a sweep's parent run's; see make mlflow-ui)" >&2; exit 2; fi
+	$(VENV)/bin/fitlens report $(RUN) $(ARGS)
 
 test: setup ## Run the test suite.
 	$(PY) -m pytest -q $(ARGS)

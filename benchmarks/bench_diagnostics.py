@@ -29,9 +29,8 @@ from lightning_modules.config import RunConfig
 from tracking.callback import DiagnosticsCallback
 from tracking.config import load_config
 from tracking.diagnostics import PRESETS, activation_modules
-from tracking.recording import quiet_libraries
 from tracking.stats import summarize
-from tracking.store import client_for, experiment_id
+from tracking.store import client_for, experiment_id, quiet_libraries
 from tracking.train import prepare, torch_threads
 from tracking.writer import MlflowLogger, RunWriter
 

@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_gradcheck_parser(commands)
     _add_studies_parser(commands)
     _add_sweep_parsers(commands)
+    _add_diagnosis_parsers(commands)
     return parser
 
 
@@ -300,6 +301,94 @@ def _run_sweep(args: argparse.Namespace, sweep: Any, smoke: bool, refined_from: 
     else:
         print(describe(summary))
     return 130 if summary["interrupted"] else 0
+
+
+# ----------------------------------------------------------------------------------------------
+# fitlens report, fitlens diagnose
+
+
+def _add_diagnosis_parsers(commands: Any) -> None:
+    report = commands.add_parser(
+        "report", help="diagnose a recorded run or sweep: bias/variance, the recipe, health flags",
+        description="Read a run (or a sweep's parent run) from MLflow and say whether it underfits or overfits "
+        "(avoidable bias = train - reference error, variance = dev - train), what to try next in the basic "
+        "recipe's order with the runs of the same sweep or experiment that already tried it, and what its "
+        "diagnostics flag (vanishing or exploding gradients, dead, saturated or identical units, ...). A sweep "
+        "gets every trial's verdict and flags, hyperparameter importance, the refined ranges and its learning "
+        "or regularization curves.",
+    )
+    report.add_argument("run_id", metavar="RUN_ID", help="a run id, or a sweep's parent run id")
+    report.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    _add_verdict_options(report)
+    report.set_defaults(handler=_report)
+
+    diagnose = commands.add_parser(
+        "diagnose", help="the bias/variance verdict and the recipe for raw error rates",
+        description="The verdict on a train and dev error against the reference (human / Bayes) error, and the "
+        "basic recipe's next steps, bias first. Errors are fractions (0.15) or percentages (15%%).",
+    )
+    diagnose.add_argument("--train-error", required=True, metavar="A", help="training-set error, e.g. 0.15 or 15%%")
+    diagnose.add_argument("--dev-error", required=True, metavar="B", help="dev-set error")
+    diagnose.add_argument("--reference-error", default="0", metavar="C",
+                          help="human / Bayes error e* (default: 0, the seeds' convention)")
+    _add_verdict_options(diagnose)
+    diagnose.set_defaults(handler=_diagnose)
+
+
+def _add_verdict_options(parser: argparse.ArgumentParser) -> None:
+    from dashboard.analysis.thresholds import DEFAULT
+
+    parser.add_argument("--bias-threshold", metavar="T", default=str(DEFAULT.high_bias),
+                        help=f"avoidable bias above this is high bias (default: {DEFAULT.high_bias})")
+    parser.add_argument("--variance-threshold", metavar="T", default=str(DEFAULT.high_variance),
+                        help=f"variance above this is high variance (default: {DEFAULT.high_variance})")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object, last line")
+
+
+def _rate(option: str, text: str) -> float:
+    """An error rate given as 0.15 or 15%; a ConfigError naming the option otherwise."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{option} = {text!r} is not allowed; it must be an error rate in [0, 1] (0.15) or a "
+                          f"percentage (15%)")
+    return value
+
+
+def _thresholds(args: argparse.Namespace) -> Any:
+    from dashboard.analysis.thresholds import DEFAULT
+
+    return DEFAULT.replace(high_bias=_rate("--bias-threshold", args.bias_threshold),
+                           high_variance=_rate("--variance-threshold", args.variance_threshold))
+
+
+def _report(args: argparse.Namespace) -> int:
+    thresholds = _thresholds(args)
+    from tracking.store import quiet_libraries
+
+    quiet_libraries()
+    from dashboard.analysis.report import format_report
+    from dashboard.report import build_report
+
+    report = build_report(args.run_id, args.tracking_uri, thresholds)
+    print(json.dumps(_json_safe(report)) if args.json else format_report(report))
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from dashboard.analysis.bias_variance import diagnose
+    from dashboard.analysis.report import diagnosis_fields, format_report
+
+    thresholds = _thresholds(args)
+    diagnosis = diagnose(_rate("--train-error", args.train_error), _rate("--dev-error", args.dev_error),
+                         _rate("--reference-error", args.reference_error), thresholds)
+    report = {**diagnosis_fields(diagnosis), "flags": [],
+              "thresholds": {"high_bias": thresholds.high_bias, "high_variance": thresholds.high_variance}}
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
 
 
 if __name__ == "__main__":

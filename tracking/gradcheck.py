@@ -345,7 +345,8 @@ def run_gradcheck(
 
     from lightning_modules.module import FitModule
     from lightning_modules.optim import build_optimizer
-    from tracking.recording import quiet_libraries, recorded_run
+    from tracking.recording import recorded_run
+    from tracking.store import quiet_libraries
     from tracking.train import prepare
 
     _check_arguments(cfg, steps, batch_size, max_per_tensor)

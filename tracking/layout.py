@@ -26,6 +26,7 @@ STOPPED_TAG = "fitlens.stopped_early"  # child: where and why a scheduler stoppe
 RESUMED_TAG = "fitlens.resumed"  # child: the checkpoint a retried trial continued from
 BEST_RUN_TAG = "fitlens.best_run_id"  # parent: the trial with the lowest metric
 REFINED_FROM_TAG = "fitlens.refined_from"  # parent: the sweep that `fitlens sweep refine` narrowed
+M_TRAIN_TAG = "fitlens.m_train"  # the number of training examples the fit used (learning curves over m)
 SEARCH_SPACE_FILE = "search_space.yaml"  # parent: the sweep file as run
 
 

@@ -4,10 +4,7 @@ checked, params and config.yaml logged, and closed as FINISHED, FAILED (with the
 
 from __future__ import annotations
 
-import logging
-import os
 import uuid
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,14 +83,3 @@ def default_run_name(cfg: RunConfig) -> str:
     what = cfg.module.rpartition(":")[2] if cfg.module else cfg.model.arch
     return f"{what}-{cfg.data.name.rpartition(':')[2]}-{uuid.uuid4().hex[:6]}"
 
-
-def quiet_libraries() -> None:
-    """Silence what would drown the summary a user reads: Lightning's banners ("GPU available: ..."),
-    its advice on DataLoader workers (useless for in-memory tensors on 2 cores), its own deprecation
-    notices, and MLflow's database set-up messages."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "mlflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")

@@ -62,8 +62,8 @@ from tracking.layout import (
     SWEEP_TAG,
     TRIAL_TAG,
 )
-from tracking.recording import Recording, quiet_libraries, recorded_run, stored_steps
-from tracking.store import client_for, experiment_id, is_embedded, retrying, tracking_uri
+from tracking.recording import Recording, recorded_run, stored_steps
+from tracking.store import client_for, experiment_id, is_embedded, quiet_libraries, retrying, tracking_uri
 from tracking.sweep_config import SweepConfig, apply, dump_sweep, with_smoke
 from tracking.train import Prepared, fit, prepare
 from tracking.writer import RunWriter, log_params

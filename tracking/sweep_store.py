@@ -9,15 +9,16 @@ import json
 import math
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 from mlflow.tracking import MlflowClient
 
+from dashboard.analysis.ranges import best_points, refined_space
 from lightning_modules.config import ConfigError
 from tracking.layout import DIVERGED_TAG, POINT_TAG, SEARCH_SPACE_FILE, SWEEP_KIND_TAG, SWEEP_TAG
-from tracking.recording import quiet_libraries
-from tracking.store import client_for, retrying, tracking_uri
-from tracking.sweep_config import Distribution, SweepConfig, sweep_from_dict
+from tracking.store import client_for, quiet_libraries, retrying, tracking_uri
+from tracking.sweep_config import SweepConfig, sweep_from_dict
 
 
 def unfinished_sweep(uri: str | None = None) -> SweepConfig:
@@ -54,7 +55,7 @@ def refine(parent_run_id: str, top: int = 3, uri: str | None = None, margin: flo
         raise ConfigError(f"SWEEP_RUN_ID = {parent_run_id!r} is not a sweep's parent run (a parent has the tag "
                           f"fitlens.kind = sweep; a trial's run names its parent in {SWEEP_TAG})")
     sweep = sweep_of(client, parent_run_id)
-    scored = []
+    scored: list[tuple[float, dict[str, Any]]] = []
     for run in retrying(client.search_runs, [parent.info.experiment_id], max_results=5000,
                         filter_string=f"tags.`{SWEEP_TAG}` = '{parent_run_id}'"):
         value = run.data.metrics.get(f"best/{sweep.metric}", run.data.metrics.get(sweep.metric))
@@ -64,9 +65,5 @@ def refine(parent_run_id: str, top: int = 3, uri: str | None = None, margin: flo
     if not scored:
         raise ConfigError(f"SWEEP_RUN_ID = {parent_run_id!r}: none of its trials has a finite {sweep.metric} to "
                           f"refine around")
-    best = [point for _, point in sorted(scored, key=lambda s: s[0])[:top]]
-    space: dict[str, Distribution] = {}
-    for key, dist in sweep.space.items():
-        values = [point[key] for point in best if key in point]
-        space[key] = dist.narrow(values, margin) if values else dist
+    space = refined_space(sweep.space, best_points(scored, top), margin)
     return dataclasses.replace(sweep, space=space)

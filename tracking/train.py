@@ -21,9 +21,9 @@ from lightning_modules.module import FitModule, evaluate
 from lightning_modules.optim import check_optim_config
 from tracking.callback import DiagnosticsCallback
 from tracking.diagnostics import resolve, select_layers
-from tracking.layout import CHECKPOINT_DIR, DIVERGED_TAG
-from tracking.recording import Recording, quiet_libraries, recorded_run
-from tracking.store import retrying
+from tracking.layout import CHECKPOINT_DIR, DIVERGED_TAG, M_TRAIN_TAG
+from tracking.recording import Recording, recorded_run
+from tracking.store import quiet_libraries, retrying
 from tracking.writer import MlflowLogger
 
 MONITOR = "dev/error"  # early stopping and the kept checkpoint both follow the dev error
@@ -168,6 +168,8 @@ def fit(
         limit_test_batches=limit,
     )
     trainer = pl.Trainer(**{**args, **(trainer_args or {})})
+    if trainer.is_global_zero and hasattr(datamodule, "m_train"):
+        retrying(run.client.set_tag, run.run_id, M_TRAIN_TAG, str(int(datamodule.m_train)))
     if trainer_args and "strategy" in trainer_args:
         from ray.train.lightning import prepare_trainer
 

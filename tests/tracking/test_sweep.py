@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from tests.commands import FITLENS, env, fitlens
 from tracking.cli import main
 from tracking.layout import (
     BEST_RUN_TAG,
@@ -30,7 +30,6 @@ from tracking.layout import (
     TRIAL_TAG,
 )
 
-FITLENS = str(Path(sys.executable).parent / "fitlens")
 MOONS = {"name": "moons", "n_samples": 600, "batch_size": 50}
 
 
@@ -48,18 +47,6 @@ def write_sweep(folder: Path, name: str, **fields) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(sweep))
     return path
-
-
-def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-
-
-def fitlens(folder: Path, *args: str, timeout: int = 600) -> tuple[int, dict, str]:
-    proc = subprocess.run([FITLENS, *args, "--json"], cwd=folder, env=env(), capture_output=True, text=True,
-                          timeout=timeout)
-    lines = proc.stdout.strip().splitlines()
-    assert lines, proc.stderr[-3000:]
-    return proc.returncode, json.loads(lines[-1]), proc.stderr
 
 
 def store(folder: Path) -> MlflowClient:
