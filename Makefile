@@ -9,9 +9,11 @@ STORE := sqlite:///$(CURDIR)/mlflow.db
 ARGS ?=
 STUDY ?=
 CONFIG ?=
+PORT ?= 8050
+DEMO_EPOCHS ?= 4
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo train sweep sweep-resume smoke report test bench lint mlflow-ui clean
+.PHONY: help setup browser demo dashboard train sweep sweep-resume smoke report test bench lint mlflow-ui clean
 
 help: ## Show this help.
 	@echo "fitlens: make <target>"
@@ -24,9 +26,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install fitlens (idempotent).
 
-demo: setup ## Train the default network on the embedded store, then say how to look at it.
-	$(VENV)/bin/fitlens train $(ARGS)
-	@echo "Look at the run: make mlflow-ui, then open http://127.0.0.1:5000"
+demo: setup ## Run the demo study (the init study, 4 epochs: ~2 min on 2 cores), then serve the dashboard.
+	$(VENV)/bin/fitlens sweep --study init base.train.max_epochs=$(DEMO_EPOCHS) $(ARGS)
+	$(VENV)/bin/fitlens dashboard --port $(PORT)
+
+dashboard: setup ## Serve the dashboard at http://127.0.0.1:8050 over the embedded store (PORT=8050).
+	$(VENV)/bin/fitlens dashboard --port $(PORT) $(ARGS)
 
 train: setup ## Train the default config (an MLP on MNIST-1D) and record it in MLflow; ARGS="--config c.yaml optim.lr=3e-4".
 	$(VENV)/bin/fitlens train $(ARGS)
@@ -46,7 +51,12 @@ report: setup ## Diagnose a recorded run or sweep: RUN=<run id or sweep parent r
 	@if [ -z "$(RUN)" ]; then echo "make report: set RUN=<run id> (a run's, or a sweep's parent run's; see make mlflow-ui)" >&2; exit 2; fi
 	$(VENV)/bin/fitlens report $(RUN) $(ARGS)
 
-test: setup ## Run the test suite.
+browser: ## Install Debian's chromium and chromium-driver for the dashboard's browser test (once, needs root).
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $$( [ "$$(id -u)" = 0 ] || echo sudo -n ) apt-get install -y -q chromium chromium-driver >/dev/null || \
+		  echo "make browser: could not install chromium; the browser test will say so" >&2; }
+
+test: setup browser ## Run the test suite.
 	$(PY) -m pytest -q $(ARGS)
 
 $(VENV)/.bench-installed: $(STAMP)

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 from mlflow.entities import Run
@@ -19,16 +26,20 @@ from mlflow.tracking import MlflowClient
 
 from lightning_modules.config import ConfigError
 from tracking.layout import (
+    BEST_RUN_TAG,
+    DIAGNOSTICS_DIR,
     DIVERGED_TAG,
     ERROR_TAG,
+    GRADCHECK_REPORT,
     M_TRAIN_TAG,
     POINT_TAG,
     STOPPED_TAG,
     SWEEP_KIND_TAG,
     SWEEP_TAG,
+    histogram_part,
     parse_diag_key,
 )
-from tracking.store import client_for, retrying, tracking_uri
+from tracking.store import client_for, quiet_libraries, retrying, tracking_uri
 from tracking.sweep_config import SweepConfig
 from tracking.sweep_store import sweep_of
 
@@ -150,8 +161,197 @@ def diagnostics_frame(client: MlflowClient, run: Run, stats: Sequence[str] = HEA
     return frame.sort_values(["step", "kind", "layer", "stat"], ignore_index=True)
 
 
+def latest_diagnostics(run: Run, stats: Sequence[str] = HEALTH_STATS) -> pd.DataFrame:
+    """The diagnostics scalars of `stats` at the run's last snapshot, from the run itself (no history query):
+    what a table of many runs can afford."""
+    rows = [(m.step, *parse_diag_key(m.key), m.value) for m in run.data.to_proto().metrics
+            if (p := parse_diag_key(m.key)) and p[2] in stats]
+    frame = pd.DataFrame(rows, columns=["step", "kind", "layer", "stat", "value"])
+    return frame[frame["step"] == frame["step"].max()] if not frame.empty else frame
+
+
 def _histories(client: MlflowClient, run_id: str, keys: Sequence[str]) -> dict[str, list]:
     # One query per key; a few threads overlap them (a remote server answers each in a round trip).
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = pool.map(lambda key: retrying(client.get_metric_history, run_id, key), keys)
         return dict(zip(keys, results, strict=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# The dashboard's reader: cached, validated, asking only for what a view needs.
+
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")  # MLflow's run ids: uuid4 hex
+MAX_POINTS = 2000  # a curve longer than this is downsampled (evenly, first and last points kept)
+LIVE_SECONDS = 5.0  # how long a RUNNING run's cached data stays fresh
+
+
+class DataError(Exception):
+    """What a page shows instead of a figure: the run, the part or the value it could not read, and why."""
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """What a cached view of a run depends on: a finished run never changes; a running one is re-read after
+    LIVE_SECONDS."""
+
+    run_id: str
+    status: str
+    end_time: int | None
+    bucket: int
+
+
+def check_run_id(run_id: str) -> str:
+    """`run_id` when it is an MLflow run id (32 hex digits), else DataError: ids come from URLs."""
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise DataError(f"{str(run_id)[:80]!r} is not a run id (an MLflow run id is 32 hexadecimal digits)")
+    return run_id
+
+
+def downsample(history: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
+    """At most `max_points` rows per key, evenly spaced, the first and last kept (a curve's ends matter)."""
+    parts = []
+    for _, rows in history.groupby("key", sort=False):
+        if len(rows) > max_points:
+            rows = rows.iloc[np.unique(np.linspace(0, len(rows) - 1, max_points).round().astype(int))]
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True) if parts else history
+
+
+class Reader:
+    """The dashboard's view of one tracking store (embedded or an `mlflow server` URI): runs, sweeps, curves,
+    diagnostics and histogram parts as frames, each cached by run id and the run's last change."""
+
+    def __init__(self, uri: str | None = None, max_points: int = MAX_POINTS) -> None:
+        quiet_libraries()  # no download progress bars in the server's log
+        self.uri = tracking_uri(uri)
+        self.client = open_client(self.uri)
+        self.max_points = max_points
+        self._cache: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- runs --------------------------------------------------------------------------------
+    def run(self, run_id: str) -> Run:
+        """The run `run_id` (validated); DataError when it is not a run id or the store has no such run."""
+        try:
+            return get_run(self.client, check_run_id(run_id))
+        except ConfigError as err:
+            raise DataError(str(err).replace("RUN_ID = ", "run ")) from None
+
+    def key(self, run: Run) -> RunKey:
+        live = run.info.status == "RUNNING"
+        return RunKey(run.info.run_id, run.info.status, run.info.end_time,
+                      int(time.monotonic() // LIVE_SECONDS) if live else 0)
+
+    def cached(self, name: str, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """compute() once per (name, key); a key with a run's RunKey is re-read when the run changes."""
+        with self._lock:
+            if (name, key) in self._cache:
+                return self._cache[(name, key)]
+        value = compute()
+        with self._lock:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[(name, key)] = value
+        return value
+
+    def experiments(self) -> pd.DataFrame:
+        """experiment_id, name of every active experiment."""
+        found = retrying(self.client.search_experiments)
+        return pd.DataFrame([(e.experiment_id, e.name) for e in found], columns=["experiment_id", "name"])
+
+    def sweeps(self) -> pd.DataFrame:
+        """The sweeps' parent runs, newest first: run_id, run_name, experiment_id, status, start_time, best_run_id."""
+        ids = self.experiments()["experiment_id"].tolist()
+        runs = retrying(self.client.search_runs, ids, max_results=MAX_RUNS, order_by=["attributes.start_time DESC"],
+                        filter_string=f"tags.`{SWEEP_KIND_TAG}` = 'sweep'") if ids else []
+        rows = [(r.info.run_id, r.info.run_name, r.info.experiment_id, r.info.status, r.info.start_time,
+                 r.data.tags.get(BEST_RUN_TAG)) for r in runs]
+        return pd.DataFrame(rows, columns=["run_id", "run_name", "experiment_id", "status", "start_time",
+                                           "best_run_id"])
+
+    def lone_runs(self) -> pd.DataFrame:
+        """Runs that are neither a sweep's parent nor its trial (fitlens train, gradcheck), newest first."""
+        ids = self.experiments()["experiment_id"].tolist()
+        runs = retrying(self.client.search_runs, ids, max_results=MAX_RUNS,
+                        order_by=["attributes.start_time DESC"]) if ids else []
+        runs = [r for r in runs if not is_sweep(r) and SWEEP_TAG not in r.data.tags]
+        return runs_frame(runs).assign(experiment_id=[r.info.experiment_id for r in runs])
+
+    def trials(self, parent_id: str) -> pd.DataFrame:
+        """The trials of a sweep as `runs_frame` rows, cached while the sweep is unchanged."""
+        parent = self.run(parent_id)
+        if not is_sweep(parent):
+            raise DataError(f"run {parent_id} is not a sweep's parent run")
+        metric = parent.data.params.get("metric", "dev/error")
+        return self.cached("trials", self.key(parent),
+                           lambda: runs_frame(sweep_runs(self.client, parent), metric))
+
+    def siblings(self, run: Run) -> pd.DataFrame:
+        return self.cached("siblings", self.key(run), lambda: runs_frame(sibling_runs(self.client, run)))
+
+    # -- curves and diagnostics ----------------------------------------------------------------
+    def history(self, run_id: str, keys: Sequence[str]) -> pd.DataFrame:
+        """Every point of `keys` the run has (key, step, value), downsampled to max_points per key."""
+        run = self.run(run_id)
+        present = tuple(k for k in keys if k in run.data.metrics)
+        return self.cached(("history", present), self.key(run),
+                           lambda: downsample(metric_history(self.client, run_id, present), self.max_points))
+
+    def diagnostics(self, run_id: str, stats: Sequence[str] = HEALTH_STATS) -> pd.DataFrame:
+        """The diagnostics scalars of `stats` (step, kind, layer, stat, value)."""
+        run = self.run(run_id)
+        return self.cached(("diagnostics", tuple(stats)), self.key(run),
+                           lambda: diagnostics_frame(self.client, run, stats))
+
+    def histogram_steps(self, run_id: str) -> list[int]:
+        """The steps that have a histogram part, read from the artifact listing only."""
+        run = self.run(run_id)
+        return self.cached("parts", self.key(run), lambda: sorted(
+            int(name[len("hist-"):-len(".parquet")]) for name in self._part_names(run_id)))
+
+    def _part_names(self, run_id: str) -> list[str]:
+        files = retrying(self.client.list_artifacts, run_id, DIAGNOSTICS_DIR)
+        names = [Path(f.path).name for f in files]
+        return [n for n in names if re.fullmatch(r"hist-\d{9}\.parquet", n)]
+
+    def histograms(self, run_id: str, steps: Sequence[int] | None = None) -> tuple[pd.DataFrame, list[str]]:
+        """The histogram rows (step, kind, layer, edges, counts) of the parts at `steps` (default: all), each
+        part downloaded once and kept; and a message for each part that could not be read (missing or corrupt),
+        which the page shows instead of failing."""
+        available = self.histogram_steps(run_id)
+        wanted = available if steps is None else [s for s in steps if s in available]
+        frames, problems = [], []
+        for step in wanted:
+            try:
+                frames.append(self.cached("part", (run_id, step), lambda s=step: self._read_part(run_id, s)))
+            except DataError as err:
+                problems.append(str(err))
+        columns = ["step", "kind", "layer", "edges", "counts"]
+        rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+        return rows, problems
+
+    def _read_part(self, run_id: str, step: int) -> pd.DataFrame:
+        name = f"{DIAGNOSTICS_DIR}/{histogram_part(step)}"
+        with tempfile.TemporaryDirectory(prefix="fitlens-part-") as tmp:
+            try:
+                path = retrying(self.client.download_artifacts, run_id, name, tmp)
+                return pd.read_parquet(path)
+            except Exception as err:  # a part cut short by a crash, or removed: say which, go on
+                raise DataError(f"histogram part {name} of run {run_id} could not be read "
+                                f"({type(err).__name__})") from None
+
+    def gradcheck(self, run_id: str) -> dict[str, Any] | None:
+        """The run's gradient-check report (gradcheck/report.json), None when it has none."""
+        run = self.run(run_id)
+
+        def read() -> dict[str, Any] | None:
+            with tempfile.TemporaryDirectory(prefix="fitlens-gradcheck-") as tmp:
+                try:
+                    path = retrying(self.client.download_artifacts, run_id, GRADCHECK_REPORT, tmp)
+                except Exception:
+                    return None
+                try:
+                    return json.loads(Path(path).read_text())
+                except ValueError:
+                    raise DataError(f"{GRADCHECK_REPORT} of run {run_id} is not valid JSON") from None
+        return self.cached("gradcheck", self.key(run), read)

@@ -18,12 +18,17 @@ from tracking.layout import DIVERGED_TAG
 REFINE_TOP = 3  # as `fitlens sweep refine`'s default --top
 
 
-def build_report(run_id: str, uri: str | None = None, thresholds: Thresholds = DEFAULT) -> dict[str, Any]:
-    """The report of `run_id`: a sweep's parent run gets the sweep report, any other run the run report."""
+def build_report(run_id: str, uri: str | None = None, thresholds: Thresholds = DEFAULT,
+                 every_snapshot: bool = True) -> dict[str, Any]:
+    """The report of `run_id`: a sweep's parent run gets the sweep report, any other run the run report.
+
+    A sweep's trials are flagged on every snapshot of their diagnostics (a query per statistic and trial),
+    or with `every_snapshot=False` on their last snapshot only, read with the trials themselves: what the
+    dashboard's table of hundreds of trials affords (a run's own page has every snapshot)."""
     client = data.open_client(uri)
     run = data.get_run(client, run_id)
     if data.is_sweep(run):
-        return _sweep(client, run, thresholds)
+        return _sweep(client, run, thresholds, every_snapshot)
     siblings = data.runs_frame(data.sibling_runs(client, run))
     row = data.runs_frame([run]).iloc[0].to_dict()
     return run_report(row, siblings, run_flags(client, run, thresholds), thresholds)
@@ -36,11 +41,13 @@ def run_flags(client: MlflowClient, run: Run, thresholds: Thresholds = DEFAULT) 
                         run.data.tags.get(DIVERGED_TAG), thresholds)
 
 
-def _sweep(client: MlflowClient, parent: Run, thresholds: Thresholds) -> dict[str, Any]:
+def _sweep(client: MlflowClient, parent: Run, thresholds: Thresholds, every_snapshot: bool) -> dict[str, Any]:
     sweep = data.sweep_config(client, parent.info.run_id)
     trial_runs = data.sweep_runs(client, parent)
     trials = data.runs_frame(trial_runs, sweep.metric)
-    flags = {run.info.run_id: run_flags(client, run, thresholds) for run in trial_runs}
+    flags = {run.info.run_id: run_flags(client, run, thresholds) if every_snapshot else
+             health_flags(data.latest_diagnostics(run), None, run.data.tags.get(DIVERGED_TAG), thresholds)
+             for run in trial_runs}
     scored = [(row["metric"], row["point"]) for row in trials.to_dict("records") if not row.get("diverged")]
     try:
         refined = {key: dist.to_dict() for key, dist in

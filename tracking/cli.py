@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_studies_parser(commands)
     _add_sweep_parsers(commands)
     _add_diagnosis_parsers(commands)
+    _add_dashboard_parser(commands)
     return parser
 
 
@@ -388,6 +389,31 @@ def _diagnose(args: argparse.Namespace) -> int:
     report = {**diagnosis_fields(diagnosis), "flags": [],
               "thresholds": {"high_bias": thresholds.high_bias, "high_variance": thresholds.high_variance}}
     print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# fitlens dashboard
+
+
+def _add_dashboard_parser(commands: Any) -> None:
+    dashboard = commands.add_parser(
+        "dashboard", help="serve the Dash dashboard over the MLflow store",
+        description="Serve the dashboard (sweeps, runs, layers, regularization, optimization, gradient checks) "
+        "over the tracking store, on waitress, bound to 127.0.0.1 unless --host says otherwise.",
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine "
+                           "only; 0.0.0.0 exposes the dashboard to the network)")
+    dashboard.add_argument("--port", type=int, default=8050, help="port (default: 8050)")
+    dashboard.add_argument("--tracking-uri", metavar="URI",
+                           help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    dashboard.set_defaults(handler=_dashboard)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from dashboard.serve import serve
+
+    serve(args.tracking_uri, args.host, args.port)
     return 0
 
 

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.commands import FITLENS, env, fitlens
 
@@ -65,25 +64,6 @@ def test_diagnose_reads_raw_numbers_as_fractions_or_percentages(tmp_path) -> Non
         in bad.stderr
 
 
-@pytest.fixture(scope="module")
-def overfit_sweep(tmp_path_factory) -> tuple[Path, dict]:
-    """A wide MLP on 10% of a teacher-student set (~120 examples, 10% label noise = the Bayes error), 60 epochs
-    without early stopping: it memorizes the training set. One trial adds a strong L2 term."""
-    folder = tmp_path_factory.mktemp("overfit")
-    sweep = {
-        "name": "overfit",
-        "base": {"model": {"depth": 2, "width": 256}, "data": {"name": "teacher_student", "train_fraction": 0.1},
-                 "optim": {"lr": 1.0e-3}, "train": {"max_epochs": 60, "early_stopping": False, "threads": 1},
-                 "diagnostics": {"preset": "economy"}},
-        "space": {"reg.l2": {"grid": [0.0, 30.0]}},
-        "search": "grid", "num_samples": 1, "max_concurrent": 2,
-    }
-    (folder / "overfit.yaml").write_text(yaml.safe_dump(sweep))
-    code, summary, err = fitlens(folder, "sweep", "--config", "overfit.yaml")
-    assert code == 0, err[-3000:]
-    return folder, summary
-
-
 def test_the_overfit_trial_has_high_variance_and_is_pointed_at_the_regularized_trial(overfit_sweep) -> None:
     folder, summary = overfit_sweep
     code, sweep_report, err = fitlens(folder, "report", summary["parent_run_id"])
@@ -109,17 +89,6 @@ def test_the_overfit_trial_has_high_variance_and_is_pointed_at_the_regularized_t
     assert curve["points"][1]["weight_norm"] < curve["points"][0]["weight_norm"]  # weight decay shrank W
     assert sweep_report["importance"]["n_trials"] == 2 and "only 2 trials" in sweep_report["importance"]["caveat"]
     assert sweep_report["refined_space"] == {"reg.l2": {"grid": [0.0, 30.0]}}
-
-
-@pytest.fixture(scope="module")
-def init_study(tmp_path_factory) -> tuple[Path, dict]:
-    """The packaged init study (6-layer MLP, 5 inits x tanh / ReLU), cut to 2 epochs of 5 batches: the flags
-    of an initialization show from the first snapshots."""
-    folder = tmp_path_factory.mktemp("init")
-    code, summary, err = fitlens(folder, "sweep", "--study", "init", "base.train.max_epochs=2",
-                                 "base.train.limit_batches=5")
-    assert code == 0, err[-3000:]
-    return folder, summary
 
 
 INIT_FLAGS = ("vanishing_gradients", "exploding_gradients", "saturated_units", "identical_units",

@@ -1,0 +1,19 @@
+"""Plotly figures from pandas frames: pure functions, no I/O (DESIGN.md's figures.py, one module per page area).
+
+A figure whose input lacks what it needs says so in the figure (`empty`) instead of raising."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+UIREVISION = "keep"  # a live refresh keeps the user's zoom and legend choices
+
+
+def empty(text: str) -> go.Figure:
+    """A blank figure carrying `text` where the plot would be: what is missing and why."""
+    fig = go.Figure()
+    fig.add_annotation(text=str(text), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=260, margin=dict(l=20, r=20, t=20, b=20))
+    return fig

@@ -1,0 +1,292 @@
+"""Figures of a sweep's trials: parallel coordinates, the metric against each hyperparameter, importance bars,
+and the trials on the bias/variance plane.
+
+Inputs are the rows of `dashboard.data.runs_frame` (one per trial: run_id, run_name, train_error, dev_error,
+reference_error and one column per flattened config key) and, per searched setting, its scale as
+`tracking.sweep_config.Distribution.scale` names it: "log" (loguniform), "log_one_minus" (loguniform in
+1 - beta), "linear" (uniform, randint), "categorical" / "grid" (choice, grid). Numbers are drawn as numbers
+(a grid over reg.l2 too), on a log axis for the log scales; anything else (strings, bools, lists, section
+bundles) as categories.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from dashboard.analysis.thresholds import DEFAULT, Thresholds
+from dashboard.figures import UIREVISION, empty
+
+LOG_SCALES = ("log", "log_one_minus")
+COLUMNS_PER_ROW = 3  # small multiples of the metric against each hyperparameter
+MISSING = "(none)"  # the category of a trial that has no value for a setting
+QUADRANTS = (  # (label, x in the plot's width, y in its height, anchors): corners of the bias/variance plane
+    ("good fit", 0.01, 0.01, "left", "bottom"),
+    ("high bias", 0.99, 0.01, "right", "bottom"),
+    ("high variance", 0.01, 0.99, "left", "top"),
+    ("high bias + high variance", 0.99, 0.99, "right", "top"),
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reading a hyperparameter column
+
+def numbers(column: pd.Series) -> np.ndarray | None:
+    """The column as floats (missing is NaN) when every present value is a number (not a bool), else None."""
+    present = [v for v in column if not _missing(v)]
+    if not present or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number))
+                          for v in present):
+        return None
+    return np.array([math.nan if _missing(v) else float(v) for v in column], dtype=np.float64)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def category_labels(column: pd.Series) -> list[str]:
+    """Each value as a label: lists and section bundles as JSON, a missing value as MISSING."""
+    def label(value: Any) -> str:
+        if _missing(value):
+            return MISSING
+        if isinstance(value, (list, dict, tuple)):
+            return json.dumps(value, sort_keys=True, default=str)
+        return str(value)
+    return [label(v) for v in column]
+
+
+def axis_label(setting: str, scale: str | None) -> str:
+    """The name of a setting on its search scale: log10(optim.lr), log10(1 - optim.beta1), or the setting."""
+    return {"log": f"log10({setting})", "log_one_minus": f"log10(1 - {setting})"}.get(scale or "", setting)
+
+
+def on_scale(values: np.ndarray, scale: str | None) -> np.ndarray | None:
+    """Numbers as searched: log10 for "log", log10(1 - v) for "log_one_minus", unchanged otherwise; None when
+    a log scale meets a value without a logarithm (<= 0, or a beta >= 1)."""
+    if scale not in LOG_SCALES:
+        return values
+    argument = values if scale == "log" else 1.0 - values
+    present = argument[np.isfinite(argument)]
+    if (present <= 0).any():
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log10(argument)
+
+
+def _finite_rows(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
+    values = pd.to_numeric(trials[metric], errors="coerce")
+    return trials[np.isfinite(values.to_numpy(dtype=np.float64))]
+
+
+def _hover_names(rows: pd.DataFrame) -> list[str]:
+    names = rows["run_name"] if "run_name" in rows else rows.get("run_id", pd.Series([""] * len(rows)))
+    return [str(n) for n in names]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# figures
+
+def parallel_coordinates(trials: pd.DataFrame, params: Sequence[str], scales: Mapping[str, str] | None = None,
+                         metric: str = "dev_error", metric_label: str = "dev error") -> go.Figure:
+    """One line per trial through an axis per searched setting and a last axis for `metric`, coloured by it.
+
+    Numeric settings are drawn on their search scale (log10 for loguniform: the axis is named
+    "log10(optim.lr)"), categorical ones as coded axes labelled with their values. Trials without a finite
+    `metric` (diverged, failed, still in their first epoch) are left out.
+    """
+    scales = scales or {}
+    if metric not in getattr(trials, "columns", ()):
+        return empty(f"the trials have no {metric_label} column ({metric})")
+    rows = _finite_rows(trials, metric)
+    if rows.empty:
+        return empty(f"no trial has a finite {metric_label} yet")
+    settings = [p for p in params if p in rows.columns]
+    if not settings:
+        return empty("the sweep searched no setting the trials record")
+
+    dimensions = []
+    for setting in settings:
+        column = rows[setting]
+        values = numbers(column)
+        scale = scales.get(setting)
+        if values is not None:
+            scaled = on_scale(values, scale)
+            if scaled is None:  # a log scale with a value <= 0: show the numbers as they are
+                scaled, scale = values, "linear"
+            dimensions.append(dict(label=axis_label(setting, scale), values=scaled))
+        else:
+            labels = category_labels(column)
+            levels = sorted(set(labels), key=_natural)
+            code = {level: i for i, level in enumerate(levels)}
+            dimensions.append(dict(label=setting, values=[code[label] for label in labels],
+                                   tickvals=list(range(len(levels))), ticktext=levels,
+                                   range=[-0.5, len(levels) - 0.5] if len(levels) == 1 else None))
+    metric_values = pd.to_numeric(rows[metric]).to_numpy(dtype=np.float64)
+    dimensions.append(dict(label=metric_label, values=metric_values))
+    fig = go.Figure(go.Parcoords(
+        dimensions=[{k: v for k, v in d.items() if v is not None} for d in dimensions],
+        # the last axis is the metric itself: no colour bar beside it
+        line=dict(color=metric_values, colorscale="Viridis", reversescale=True, showscale=False),
+    ))
+    fig.update_layout(height=380, margin=dict(l=60, r=40, t=50, b=30), uirevision=UIREVISION)
+    return fig
+
+
+def _natural(label: str) -> tuple:
+    """Numbers in numeric order before text, text alphabetically: 0.1 < 1 < 30 < relu < tanh."""
+    try:
+        return (0, float(label), "")
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def hyperparameter_scatter(trials: pd.DataFrame, params: Sequence[str], scales: Mapping[str, str] | None = None,
+                           metric: str = "dev_error", metric_label: str = "dev error") -> go.Figure:
+    """`metric` against each searched setting, one small plot each, on the setting's own scale: a log x axis
+    for a loguniform setting, 1 - beta on a log x axis for loguniform_one_minus, categories as categories."""
+    scales = scales or {}
+    if metric not in getattr(trials, "columns", ()):
+        return empty(f"the trials have no {metric_label} column ({metric})")
+    rows = _finite_rows(trials, metric)
+    if rows.empty:
+        return empty(f"no trial has a finite {metric_label} yet")
+    settings = [p for p in params if p in rows.columns]
+    if not settings:
+        return empty("the sweep searched no setting the trials record")
+
+    n_cols = min(COLUMNS_PER_ROW, len(settings))
+    n_rows = math.ceil(len(settings) / n_cols)
+    fig = make_subplots(rows=n_rows, cols=n_cols, shared_yaxes=True, horizontal_spacing=0.06,
+                        vertical_spacing=0.6 / n_rows if n_rows > 1 else 0.1)
+    y = pd.to_numeric(rows[metric]).to_numpy(dtype=np.float64)
+    names = _hover_names(rows)
+    run_ids = rows["run_id"].tolist() if "run_id" in rows else None
+    for i, setting in enumerate(settings):
+        row, col = divmod(i, n_cols)
+        row, col = row + 1, col + 1
+        values = numbers(rows[setting])
+        scale = scales.get(setting)
+        axis = dict(title_text=setting)
+        if values is not None:
+            x: Any = 1.0 - values if scale == "log_one_minus" else values
+            if scale in LOG_SCALES and (x[np.isfinite(x)] > 0).all():
+                axis |= dict(type="log", title_text="1 - " + setting if scale == "log_one_minus" else setting)
+            else:
+                axis |= dict(type="linear")
+        else:
+            x = category_labels(rows[setting])
+            axis |= dict(type="category", categoryorder="array", categoryarray=sorted(set(x), key=_natural))
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=setting, showlegend=False, text=names,
+                                 customdata=run_ids, marker=dict(size=9, opacity=0.8),
+                                 hovertemplate=f"%{{text}}<br>{setting} %{{x}}<br>{metric_label} %{{y:.4g}}"
+                                               "<extra></extra>"),
+                      row=row, col=col)
+        fig.update_xaxes(row=row, col=col, **axis)
+        if col == 1:
+            fig.update_yaxes(title_text=metric_label, row=row, col=col)
+    fig.update_layout(height=max(300, 280 * n_rows), margin=dict(l=60, r=20, t=30, b=50), uirevision=UIREVISION)
+    return fig
+
+
+def importance_bars(scores: Mapping[str, float], method: str | None = None) -> go.Figure:
+    """Horizontal bars of hyperparameter importance (the share of the metric's variance a setting explains on
+    its own, 0..1), the most important on top."""
+    ranked = [(str(k), float(v)) for k, v in (scores or {}).items()
+              if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not ranked:
+        return empty("no hyperparameter importance: the sweep searched no setting, or no trial finished")
+    ranked.sort(key=lambda item: -item[1])
+    names = [name for name, _ in ranked][::-1]  # plotly draws the first bar at the bottom
+    values = [value for _, value in ranked][::-1]
+    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", text=[f"{v:.2f}" for v in values],
+                           textposition="auto", marker_color="#4c78a8",
+                           hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+    fig.update_xaxes(range=[0, 1], title_text="share of the variance of the dev error it explains on its own")
+    fig.update_layout(height=max(220, 60 + 40 * len(ranked)), margin=dict(l=160, r=20, t=30 if method else 10, b=50),
+                      uirevision=UIREVISION,
+                      title=dict(text=method, font=dict(size=11)) if method else None)
+    return fig
+
+
+def bias_variance_scatter(trials: pd.DataFrame, color_by: str | None = None,
+                          scales: Mapping[str, str] | None = None, thresholds: Thresholds = DEFAULT) -> go.Figure:
+    """The trials on the plane avoidable bias (train - reference error) by variance (dev - train error), with
+    the verdict's thresholds as lines, the four quadrants named, and the points coloured by `color_by` (a
+    column: a colour scale for numbers, on log10 for a log-scale setting; one colour per value otherwise)."""
+    scales = scales or {}
+    missing = [c for c in ("train_error", "dev_error") if c not in getattr(trials, "columns", ())]
+    if missing:
+        return empty(f"the trials have no {' or '.join(c.replace('_', ' ') for c in missing)} column")
+    train = pd.to_numeric(trials["train_error"], errors="coerce")
+    dev = pd.to_numeric(trials["dev_error"], errors="coerce")
+    reference = (pd.to_numeric(trials["reference_error"], errors="coerce").fillna(0.0)
+                 if "reference_error" in trials else pd.Series(0.0, index=trials.index))
+    finite = np.isfinite(train.to_numpy(dtype=np.float64)) & np.isfinite(dev.to_numpy(dtype=np.float64))
+    if not finite.any():
+        return empty("no trial has a finite train and dev error yet")
+    rows = trials[finite]
+    bias = (train - reference)[finite].to_numpy(dtype=np.float64)
+    variance = (dev - train)[finite].to_numpy(dtype=np.float64)
+    names = _hover_names(rows)
+    hover = "%{text}<br>avoidable bias %{x:.1%}<br>variance %{y:.1%}"
+    marker = dict(size=11, line=dict(width=1, color="white"))
+
+    fig = go.Figure()
+    color_by = color_by if color_by in rows.columns else None
+    values = numbers(rows[color_by]) if color_by else None
+    if color_by is None:
+        fig.add_trace(go.Scatter(x=bias, y=variance, mode="markers", text=names, name="trials", marker=marker,
+                                 customdata=rows.get("run_id"), hovertemplate=hover + "<extra></extra>"))
+    elif values is not None:
+        scale = scales.get(color_by)
+        shown = on_scale(values, scale)
+        if shown is None:
+            shown, scale = values, "linear"
+        label = axis_label(color_by, scale)
+        fig.add_trace(go.Scatter(
+            x=bias, y=variance, mode="markers", text=names, name=label, customdata=rows.get("run_id"),
+            marker=marker | dict(color=shown, colorscale="Viridis", showscale=True,
+                                 colorbar=dict(title=dict(text=label))),
+            hovertemplate=hover + f"<br>{label} %{{marker.color:.4g}}<extra></extra>"))
+    else:
+        labels = np.array(category_labels(rows[color_by]))
+        for level in sorted(set(labels), key=_natural):
+            chosen = labels == level
+            fig.add_trace(go.Scatter(x=bias[chosen], y=variance[chosen], mode="markers", name=f"{color_by} = {level}",
+                                     text=[n for n, c in zip(names, chosen, strict=True) if c], marker=marker,
+                                     customdata=rows["run_id"][chosen] if "run_id" in rows else None,
+                                     hovertemplate=hover + "<extra></extra>"))
+
+    # Axis ranges that always hold both thresholds and 0, so each corner of the plot lies in its quadrant.
+    x_low, x_high = _span(bias, thresholds.high_bias)
+    y_low, y_high = _span(variance, thresholds.high_variance)
+    fig.add_vline(x=thresholds.high_bias, line=dict(dash="dash", color="grey"),
+                  annotation_text=f"high bias above {thresholds.high_bias:.0%}",
+                  annotation_position="top right")
+    fig.add_hline(y=thresholds.high_variance, line=dict(dash="dash", color="grey"),
+                  annotation_text=f"high variance above {thresholds.high_variance:.0%}",
+                  annotation_position="top right")
+    for text, x, y, xanchor, yanchor in QUADRANTS:
+        fig.add_annotation(text=text, x=x, y=y, xref="x domain", yref="y domain", xanchor=xanchor,
+                           yanchor=yanchor, showarrow=False, font=dict(color="grey", size=12))
+    fig.update_xaxes(title_text="avoidable bias (train error - reference error)", tickformat=".0%",
+                     range=[x_low, x_high], zeroline=True)
+    fig.update_yaxes(title_text="variance (dev error - train error)", tickformat=".0%", range=[y_low, y_high],
+                     zeroline=True)
+    fig.update_layout(height=420, margin=dict(l=60, r=20, t=30, b=50), uirevision=UIREVISION,
+                      legend=dict(title=dict(text=color_by or "")))
+    return fig
+
+
+def _span(values: np.ndarray, threshold: float) -> tuple[float, float]:
+    low = min(float(values.min()), 0.0, threshold)
+    high = max(float(values.max()), 2 * threshold)
+    pad = 0.08 * (high - low or 1.0)
+    return low - pad, high + pad

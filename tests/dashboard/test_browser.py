@@ -1,0 +1,165 @@
+"""The dashboard end to end: `fitlens dashboard` serving real sweeps from a real store, every page opened in
+headless Chromium (Debian's chromium and chromedriver, driven by Selenium), key content checked, the browser
+console free of errors, and a screenshot of each page saved (FITLENS_SCREENSHOTS=folder keeps them; the
+README's come from there)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.commands import FITLENS, env
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(init_study, overfit_sweep, study_store: Path) -> Iterator[tuple[str, dict]]:
+    """The dashboard over the store holding the init study, the overfit sweep, a gradient check and a run whose
+    name and tags carry markup."""
+    uri = f"sqlite:///{study_store / 'mlflow.db'}"
+    done = subprocess.run([FITLENS, "gradcheck", "--json", "--tracking-uri", uri, "model.depth=1", "model.width=8",
+                           "data.name=moons", "--steps", "5"], env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    gradcheck_run = done.stdout.strip().splitlines()[-1].split('"run_id": "')[1][:32]
+    client = MlflowClient(uri)
+    hostile = client.create_run(client.get_experiment_by_name("fitlens").experiment_id, run_name=HOSTILE,
+                                tags={"note": HOSTILE})
+    client.log_metric(hostile.info.run_id, "dev/error", float("nan"))
+    client.set_terminated(hostile.info.run_id)
+    port = free_port()
+    server = subprocess.Popen([FITLENS, "dashboard", "--port", str(port), "--tracking-uri", uri], env=env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert server.poll() is None, server.stdout.read()
+            time.sleep(0.3)
+    runs = {
+        "init": init_study[1], "overfit": overfit_sweep[1], "gradcheck": gradcheck_run,
+        "hostile": hostile.info.run_id,
+    }
+    yield f"http://127.0.0.1:{port}", runs
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.fail("chromium and chromedriver are needed for the browser test: run `make browser` "
+                    "(Debian's chromium and chromium-driver packages)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def open_page(browser, url: str, expect: str, timeout: float = 60) -> str:
+    """Load `url`, wait until the page's text contains `expect` and nothing is loading; return the text."""
+    browser.get(url)
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = browser.find_element("tag name", "body").text
+        loading = browser.find_elements("css selector", "[data-dash-is-loading='true']")
+        if expect in text and not loading:
+            time.sleep(0.5)  # the last figures settle
+            return browser.find_element("tag name", "body").text
+        time.sleep(0.3)
+    raise AssertionError(f"{url}: {expect!r} never appeared; the page says:\n{text[:3000]}")
+
+
+def console_errors(browser) -> list[str]:
+    return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def screenshot(browser, name: str, tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("FITLENS_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    height = browser.execute_script("return document.body.scrollHeight")
+    browser.set_window_size(1400, min(max(height, 900), 6000))
+    assert browser.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000  # a page, not a blank
+    return path
+
+
+def pages(runs: dict) -> list[tuple[str, str, str]]:
+    """(screenshot name, path, text that shows the page's content has rendered)."""
+    init, overfit = runs["init"], runs["overfit"]
+    trials = init["trials"]
+    by_init = {(t["point"]["model"]["init"], t["point"]["model.activation"]): t["run_id"] for t in trials}
+    best = init["best_run_id"]
+    return [
+        ("home", "/", "init-sweep"),
+        ("sweep", f"/sweep/{init['parent_run_id']}", "Hyperparameter importance"),
+        ("run", f"/run/{best}", "The basic recipe, in order"),
+        ("layers", f"/layers/{by_init[('normal', 'tanh')]}?compare={by_init[('he', 'tanh')]}",
+         "Depth profile at step 0"),
+        ("regularization", f"/regularization/{overfit['parent_run_id']}", "reg.l2 = 30 gives the lowest dev error"),
+        ("optimization", f"/optimization/{init['parent_run_id']}", "Update-to-weight ratio"),
+        ("gradcheck", f"/gradcheck/{runs['gradcheck']}", "relative difference"),
+    ]
+
+
+def test_every_page_renders_its_content_with_a_clean_console(served, browser, tmp_path) -> None:
+    base, runs = served
+    for name, path, expect in pages(runs):
+        text = open_page(browser, base + path, expect)
+        assert "this view failed" not in text, f"{path}: {text[:2000]}"
+        assert browser.find_elements("css selector", ".js-plotly-plot") or name == "home", f"{path}: no figure"
+        assert console_errors(browser) == [], f"{path}: {console_errors(browser)}"
+        screenshot(browser, name, tmp_path)
+    # the sweep page's table has a row per trial (named by its trial id), and the zeros trials' flags
+    text = open_page(browser, f"{base}/sweep/{runs['init']['parent_run_id']}", "Hyperparameter importance")
+    assert [t["trial_id"] for t in runs["init"]["trials"] if t["trial_id"] not in text] == []
+    assert "identical_units" in text
+
+
+@pytest.mark.parametrize(("path", "expect"), [
+    ("/run/%3Cscript%3Ealert(1)%3C%2Fscript%3E", "is not a run id"),
+    ("/layers/..%2F..%2Fetc%2Fpasswd", "is not a run id"),
+    ("/run/" + "0" * 32, "no such run"),
+    ("/no/such/page", "no page at"),
+])
+def test_bad_urls_get_a_notice_not_a_server_error(served, browser, path: str, expect: str) -> None:
+    base, _ = served
+    text = open_page(browser, base + path, expect)
+    assert "Traceback" not in text and "Internal Server Error" not in text
+    assert console_errors(browser) == []
+
+
+def test_markup_in_run_names_and_tags_renders_inert(served, browser) -> None:
+    base, runs = served
+    text = open_page(browser, base + "/", "init-sweep")
+    assert HOSTILE.split(">")[0] in text  # shown as the text it is
+    assert browser.title != "pwned"
+    text = open_page(browser, f"{base}/run/{runs['hostile']}", "Run ")
+    assert browser.title != "pwned"
+    assert "Traceback" not in text
