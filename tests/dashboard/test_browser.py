@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from tests.commands import FITLENS, env
@@ -55,7 +56,7 @@ def served(init_study, overfit_sweep, study_store: Path) -> Iterator[tuple[str, 
             time.sleep(0.3)
     runs = {
         "init": init_study[1], "overfit": overfit_sweep[1], "gradcheck": gradcheck_run,
-        "hostile": hostile.info.run_id,
+        "hostile": hostile.info.run_id, "uri": uri,
     }
     yield f"http://127.0.0.1:{port}", runs
     server.terminate()
@@ -163,3 +164,29 @@ def test_markup_in_run_names_and_tags_renders_inert(served, browser) -> None:
     text = open_page(browser, f"{base}/run/{runs['hostile']}", "Run ")
     assert browser.title != "pwned"
     assert "Traceback" not in text
+
+
+def test_an_open_page_shows_a_running_runs_new_points_without_a_reload(served, browser) -> None:
+    """Live: while a run trains, its open page picks up new points on the refresh interval; the page is never
+    reloaded (a marker set in the window survives)."""
+    base, runs = served
+    client = MlflowClient(runs["uri"])
+    run_id = client.create_run(client.get_experiment_by_name("fitlens").experiment_id,
+                               run_name="live-run").info.run_id  # RUNNING until set_terminated
+
+    def log(step: int, train: float, dev: float) -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric("train/error", train, now, step), Metric("dev/error", dev, now, step)])
+
+    log(0, 0.50, 0.60)
+    open_page(browser, f"{base}/run/{run_id}", "dev 60.0%")
+    browser.execute_script("window.fitlensMarker = 42")
+    log(1, 0.20, 0.25)
+    open_page_text = ""
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and "dev 25.0%" not in open_page_text:
+        time.sleep(0.5)
+        open_page_text = browser.find_element("tag name", "body").text
+    client.set_terminated(run_id)
+    assert "dev 25.0%" in open_page_text, open_page_text[:2000]
+    assert browser.execute_script("return window.fitlensMarker") == 42
