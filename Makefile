@@ -66,6 +66,7 @@ $(VENV)/.bench-installed: $(STAMP)
 bench: $(VENV)/.bench-installed ## Measure what diagnostics and sweeps cost, side by side (prints the README's tables).
 	$(PY) benchmarks/bench_diagnostics.py $(ARGS)
 	$(PY) benchmarks/bench_sweeps.py
+	$(PY) benchmarks/bench_dashboard.py
 
 lint: setup ## Run ruff.
 	$(VENV)/bin/ruff check .

@@ -86,8 +86,20 @@ def sibling_runs(client: MlflowClient, run: Run) -> list[Run]:
     return [r for r in runs if not is_sweep(r)]
 
 
+PARAM_LITERALS = {"True": True, "False": False, "null": None, "None": None}
+
+
 def parse_param(text: str) -> Any:
     """A param as logged (str(value)) back to its value: numbers, booleans, lists; otherwise the text."""
+    if text in PARAM_LITERALS:
+        return PARAM_LITERALS[text]
+    for number in (int, float):  # most params: a sweep of 500 trials has tens of thousands
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    if not text.startswith("["):
+        return text
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -183,6 +195,7 @@ def _histories(client: MlflowClient, run_id: str, keys: Sequence[str]) -> dict[s
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")  # MLflow's run ids: uuid4 hex
 MAX_POINTS = 2000  # a curve longer than this is downsampled (evenly, first and last points kept)
 LIVE_SECONDS = 5.0  # how long a RUNNING run's cached data stays fresh
+RUN_SECONDS = 1.0  # how long a run's own record (status, last metrics) is reused within a page's requests
 
 
 class DataError(Exception):
@@ -227,15 +240,25 @@ class Reader:
         self.client = open_client(self.uri)
         self.max_points = max_points
         self._cache: dict[tuple, Any] = {}
+        self._pending: dict[tuple, threading.Event] = {}
+        self._runs: dict[str, tuple[float, Run]] = {}
         self._lock = threading.Lock()
 
     # -- runs --------------------------------------------------------------------------------
     def run(self, run_id: str) -> Run:
         """The run `run_id` (validated); DataError when it is not a run id or the store has no such run."""
+        check_run_id(run_id)
+        with self._lock:
+            seen = self._runs.get(run_id)
+        if seen is not None and time.monotonic() - seen[0] < RUN_SECONDS:
+            return seen[1]  # one page render asks for a run many times
         try:
-            return get_run(self.client, check_run_id(run_id))
+            run = get_run(self.client, run_id)
         except ConfigError as err:
             raise DataError(str(err).replace("RUN_ID = ", "run ")) from None
+        with self._lock:
+            self._runs[run_id] = (time.monotonic(), run)
+        return run
 
     def key(self, run: Run) -> RunKey:
         live = run.info.status == "RUNNING"
@@ -243,16 +266,33 @@ class Reader:
                       int(time.monotonic() // LIVE_SECONDS) if live else 0)
 
     def cached(self, name: str, key: Hashable, compute: Callable[[], Any]) -> Any:
-        """compute() once per (name, key); a key with a run's RunKey is re-read when the run changes."""
+        """compute() once per (name, key); a key with a run's RunKey is re-read when the run changes. Callers
+        that ask while it is being computed (a page's requests arrive together) wait for that one result."""
+        slot = (name, key)
         with self._lock:
-            if (name, key) in self._cache:
-                return self._cache[(name, key)]
-        value = compute()
-        with self._lock:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            self._cache[(name, key)] = value
-        return value
+            if slot in self._cache:
+                return self._cache[slot]
+            pending = self._pending.get(slot)
+            owner = pending is None
+            if owner:
+                pending = self._pending[slot] = threading.Event()
+        if not owner:
+            pending.wait()
+            with self._lock:
+                if slot in self._cache:
+                    return self._cache[slot]
+            return self.cached(name, key, compute)  # the computation failed there: try here, for its error
+        try:
+            value = compute()
+            with self._lock:
+                if len(self._cache) > 4096:
+                    self._cache.clear()
+                self._cache[slot] = value
+            return value
+        finally:
+            with self._lock:
+                del self._pending[slot]
+            pending.set()
 
     def experiments(self) -> pd.DataFrame:
         """experiment_id, name of every active experiment."""
@@ -283,8 +323,12 @@ class Reader:
         if not is_sweep(parent):
             raise DataError(f"run {parent_id} is not a sweep's parent run")
         metric = parent.data.params.get("metric", "dev/error")
-        return self.cached("trials", self.key(parent),
-                           lambda: runs_frame(sweep_runs(self.client, parent), metric))
+        return self.cached("trials", self.key(parent), lambda: runs_frame(self.trial_runs(parent_id), metric))
+
+    def trial_runs(self, parent_id: str) -> list[Run]:
+        """The trial runs of a sweep, cached while the sweep is unchanged."""
+        parent = self.run(parent_id)
+        return self.cached("trial_runs", self.key(parent), lambda: sweep_runs(self.client, parent))
 
     def siblings(self, run: Run) -> pd.DataFrame:
         return self.cached("siblings", self.key(run), lambda: runs_frame(sibling_runs(self.client, run)))

@@ -3,6 +3,7 @@ pure `dashboard.analysis.report`. What `fitlens report RUN_ID` prints, and what 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from mlflow.entities import Run
@@ -28,7 +29,7 @@ def build_report(run_id: str, uri: str | None = None, thresholds: Thresholds = D
     client = data.open_client(uri)
     run = data.get_run(client, run_id)
     if data.is_sweep(run):
-        return _sweep(client, run, thresholds, every_snapshot)
+        return sweep_of(client, run, data.sweep_runs(client, run), thresholds, every_snapshot)
     siblings = data.runs_frame(data.sibling_runs(client, run))
     row = data.runs_frame([run]).iloc[0].to_dict()
     return run_report(row, siblings, run_flags(client, run, thresholds), thresholds)
@@ -41,9 +42,10 @@ def run_flags(client: MlflowClient, run: Run, thresholds: Thresholds = DEFAULT) 
                         run.data.tags.get(DIVERGED_TAG), thresholds)
 
 
-def _sweep(client: MlflowClient, parent: Run, thresholds: Thresholds, every_snapshot: bool) -> dict[str, Any]:
+def sweep_of(client: MlflowClient, parent: Run, trial_runs: Sequence[Run], thresholds: Thresholds = DEFAULT,
+             every_snapshot: bool = True) -> dict[str, Any]:
+    """The report of the sweep `parent` over its `trial_runs` (already read: the dashboard has them cached)."""
     sweep = data.sweep_config(client, parent.info.run_id)
-    trial_runs = data.sweep_runs(client, parent)
     trials = data.runs_frame(trial_runs, sweep.metric)
     flags = {run.info.run_id: run_flags(client, run, thresholds) if every_snapshot else
              health_flags(data.latest_diagnostics(run), None, run.data.tags.get(DIVERGED_TAG), thresholds)

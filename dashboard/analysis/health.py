@@ -11,6 +11,7 @@ its severity: "error" when it still holds at the last snapshot (training ended i
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -65,12 +66,19 @@ Snapshot = dict[tuple[str, str], dict[str, float]]  # (kind, stat) -> {layer: va
 
 
 def _snapshots(diagnostics: pd.DataFrame) -> dict[int, Snapshot]:
-    """The diagnostics frame by step, each snapshot as (kind, stat) -> {layer: value} in depth order."""
-    snapshots: dict[int, Snapshot] = {}
-    for (step, kind, stat), rows in diagnostics.groupby(["step", "kind", "stat"], sort=True):
-        values = dict(zip(rows["layer"], rows["value"].astype(float), strict=True))
-        snapshots.setdefault(int(step), {})[(kind, stat)] = {layer: values[layer] for layer in depth_order(values)}
-    return snapshots
+    """The diagnostics frame by step, each snapshot as (kind, stat) -> {layer: value} in depth order (plain
+    loops: a sweep's table flags hundreds of runs, and a groupby per run costs more than the checks)."""
+    raw: dict[int, dict[tuple[str, str], dict[str, float]]] = {}
+    columns = diagnostics[["step", "kind", "layer", "stat", "value"]].itertuples(index=False, name=None)
+    for step, kind, layer, stat, value in columns:
+        raw.setdefault(int(step), {}).setdefault((kind, stat), {})[layer] = float(value)
+    return {step: {key: {layer: values[layer] for layer in _depth_order(tuple(values))}
+                   for key, values in raw[step].items()} for step in sorted(raw)}
+
+
+@functools.lru_cache(maxsize=1024)
+def _depth_order(layers: tuple[str, ...]) -> list[str]:
+    return depth_order(layers)
 
 
 def _depth_factor(values: dict[str, float]) -> float | None:

@@ -25,7 +25,7 @@ from dashboard.figures.sweeps import (
     importance_bars,
     parallel_coordinates,
 )
-from dashboard.report import REFINE_TOP, build_report
+from dashboard.report import REFINE_TOP, sweep_of
 
 PATH = "/sweep/<run_id>"
 TITLE = "Sweep"
@@ -70,8 +70,8 @@ def content(reader: Reader, args: dict[str, str], values: dict[str, Any]) -> Any
     report = None
     try:
         # flags of each trial's last snapshot: a table of hundreds of trials cannot read every history
-        report = reader.cached("sweep_report", reader.key(parent),
-                               lambda: build_report(parent_id, reader.uri, every_snapshot=False))
+        report = reader.cached("sweep_report", reader.key(parent), lambda: sweep_of(
+            reader.client, parent, reader.trial_runs(parent_id), every_snapshot=False))
     except Exception as err:
         notices.append(message(f"the sweep report could not be computed ({type(err).__name__}: {err}); "
                                "importance, flags and the refined space are missing", "warning"))
