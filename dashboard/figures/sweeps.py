@@ -102,14 +102,10 @@ def parallel_coordinates(trials: pd.DataFrame, params: Sequence[str], scales: Ma
     `metric` (diverged, failed, still in their first epoch) are left out.
     """
     scales = scales or {}
-    if metric not in getattr(trials, "columns", ()):
-        return empty(f"the trials have no {metric_label} column ({metric})")
-    rows = _finite_rows(trials, metric)
-    if rows.empty:
-        return empty(f"no trial has a finite {metric_label} yet")
-    settings = [p for p in params if p in rows.columns]
-    if not settings:
-        return empty("the sweep searched no setting the trials record")
+    found = _plottable(trials, params, metric, metric_label)
+    if isinstance(found, go.Figure):
+        return found
+    rows, settings = found
 
     dimensions = []
     for setting in settings:
@@ -152,14 +148,10 @@ def hyperparameter_scatter(trials: pd.DataFrame, params: Sequence[str], scales: 
     """`metric` against each searched setting, one small plot each, on the setting's own scale: a log x axis
     for a loguniform setting, 1 - beta on a log x axis for loguniform_one_minus, categories as categories."""
     scales = scales or {}
-    if metric not in getattr(trials, "columns", ()):
-        return empty(f"the trials have no {metric_label} column ({metric})")
-    rows = _finite_rows(trials, metric)
-    if rows.empty:
-        return empty(f"no trial has a finite {metric_label} yet")
-    settings = [p for p in params if p in rows.columns]
-    if not settings:
-        return empty("the sweep searched no setting the trials record")
+    found = _plottable(trials, params, metric, metric_label)
+    if isinstance(found, go.Figure):
+        return found
+    rows, settings = found
 
     n_cols = min(COLUMNS_PER_ROW, len(settings))
     n_rows = math.ceil(len(settings) / n_cols)
@@ -290,3 +282,18 @@ def _span(values: np.ndarray, threshold: float) -> tuple[float, float]:
     high = max(float(values.max()), 2 * threshold)
     pad = 0.08 * (high - low or 1.0)
     return low - pad, high + pad
+
+
+def _plottable(trials: pd.DataFrame, params: Sequence[str], metric: str,
+               metric_label: str) -> tuple[pd.DataFrame, list[str]] | go.Figure:
+    """The trials with a finite `metric` and the searched settings they record, or an `empty` figure saying
+    which of the two is missing."""
+    if metric not in getattr(trials, "columns", ()):
+        return empty(f"the trials have no {metric_label} column ({metric})")
+    rows = _finite_rows(trials, metric)
+    if rows.empty:
+        return empty(f"no trial has a finite {metric_label} yet")
+    settings = [p for p in params if p in rows.columns]
+    if not settings:
+        return empty("the sweep searched no setting the trials record")
+    return rows, settings

@@ -109,3 +109,16 @@ def test_a_corrupt_histogram_part_is_named_and_the_others_still_load(tmp_path: P
     assert sorted(set(rows["step"])) == [s for s in steps if s != steps[1]]
     assert problems == [f"histogram part diagnostics/hist-{steps[1]:09d}.parquet of run {summary['run_id']} "
                         f"could not be read (ArrowInvalid)"]
+
+
+def test_every_page_renders_from_the_embedded_store_and_the_server(reader: Reader, init_study) -> None:
+    """The pages read only through the Reader, so each renders the same from either store."""
+    from dashboard.app import render_content, render_controls
+
+    _, summary = init_study
+    parent, trial = summary["parent_run_id"], summary["trial_run_ids"][0]
+    for path in ("/", f"/sweep/{parent}", f"/run/{trial}", f"/layers/{trial}", f"/regularization/{parent}",
+                 f"/optimization/{parent}"):
+        for part in (render_controls(reader, path, ""), render_content(reader, path, "", {})):
+            text = str(part.to_plotly_json() if hasattr(part, "to_plotly_json") else part)
+            assert "this view failed" not in text and "notice-error" not in text, f"{path}: {text[:1500]}"
