@@ -117,6 +117,9 @@ class DiagnosticsCallback(pl.Callback):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._remove_hooks()
+        if stage == "fit" and self._parts is not None:
+            self._parts.close()
+            self._parts = None
 
     # Capture.
 

@@ -8,6 +8,7 @@ documented in docs/diagnostics.md.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,11 @@ class HistogramParts:
         }
         self.writer.submit(_write_part, str(path), columns)
 
+    def close(self) -> None:
+        """Remove the staging folder once the sender has uploaded every part queued before (it runs jobs in
+        order); each run used to leave an empty one behind in the temp folder."""
+        self.writer.submit(_remove_folder, str(self._dir))
+
 
 def _write_part(client: MlflowClient, run_id: str, path: str, columns: dict[str, list]) -> None:
     """In the writer's sender: serialize one part and upload it (a part on disk is always whole)."""
@@ -101,3 +107,8 @@ def _write_part(client: MlflowClient, run_id: str, path: str, columns: dict[str,
     tmp.rename(part)
     client.log_artifact(run_id, str(part), DIAGNOSTICS_DIR)
     part.unlink(missing_ok=True)
+
+
+def _remove_folder(client: MlflowClient, run_id: str, path: str) -> None:
+    """In the writer's sender, after the parts: the staging folder of the parts."""
+    shutil.rmtree(path, ignore_errors=True)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,11 +94,15 @@ def _read_parts(client: MlflowClient, run_id: str, dest: Path) -> tuple[dict, pd
     return schema, pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
 
-def test_histograms_read_back_equal_numpy_and_follow_the_schedule(tmp_path) -> None:
+def test_histograms_read_back_equal_numpy_and_follow_the_schedule(tmp_path, monkeypatch) -> None:
     overrides = ["data.name=moons", "data.n_samples=2000", "model.depth=2", "model.width=32",
                  "diagnostics.every=5", "diagnostics.bins=16", "train.limit_batches=0"]
     cfg = load_config(None, ["data.batch_size=32", "train.max_epochs=1", *overrides])
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))
     summary = train(cfg, uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert list(staging.glob("fitlens-hist-*")) == []  # the parts' staging folder goes with the fit
     client, run_id = MlflowClient(summary["tracking_uri"]), summary["run_id"]
     schema, rows = _read_parts(client, run_id, tmp_path)
     assert schema["schema_version"] == 1 and schema["bins"] == 16
