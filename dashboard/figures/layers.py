@@ -121,27 +121,36 @@ def _layers(rows: pd.DataFrame, layer: str | None) -> list[str]:
     return [layer] if layer is not None else depth_order(rows["layer"].unique().tolist())
 
 
-def histogram_heatmap(rows: pd.DataFrame, kind: str, layer: str | None = None, scale: str = "row",
-                      bins: int = GRID_BINS) -> go.Figure:
-    """The histograms of `kind` over training, one heat map per layer (all layers in depth order when `layer`
-    is None): y = the snapshot's step, in snapshot order (a category axis: steps are log-spaced early),
-    x = value (the centres of a common grid over the layer's global range, see `rebin`), z = counts normalised
-    per row (`scale` "row": each snapshot's fullest bin = 1) or log(1 + counts) (`scale` "log1p")."""
+def _layer_panels(rows: pd.DataFrame, kind: str, layer: str | None, bins: int) -> go.Figure | tuple[
+        go.Figure, list[str], list[tuple[int, str, list[int], np.ndarray, np.ndarray]]]:
+    """What the heat map and the ridgeline share: an `empty` figure naming what is missing, or a figure with one
+    row of subplots per layer, the layers, and each layer's (row, name, steps, grid centres, re-binned counts)."""
     rows = _histogram_rows(rows)
     if isinstance(rows, str):
         return empty(rows)
-    if scale not in ("row", "log1p"):
-        return empty(f"scale = {scale!r}: expected 'row' or 'log1p'")
     rows = _select(rows, kind, layer)
     if rows.empty:
         return empty(f"no {kind} histograms" + (f" for layer {layer}" if layer else ""))
     layers = _layers(rows, layer)
     fig = make_subplots(rows=len(layers), cols=1, subplot_titles=[label(name) for name in layers],
                         vertical_spacing=min(0.08, 0.3 / len(layers)))
-    for i, name in enumerate(layers, start=1):
-        steps, centres, matrix = layer_grid(rows[rows["layer"] == name], bins)
-        if not steps:
-            continue
+    grids = [(i, name, *layer_grid(rows[rows["layer"] == name], bins)) for i, name in enumerate(layers, start=1)]
+    return fig, layers, [grid for grid in grids if grid[2]]
+
+
+def histogram_heatmap(rows: pd.DataFrame, kind: str, layer: str | None = None, scale: str = "row",
+                      bins: int = GRID_BINS) -> go.Figure:
+    """The histograms of `kind` over training, one heat map per layer (all layers in depth order when `layer`
+    is None): y = the snapshot's step, in snapshot order (a category axis: steps are log-spaced early),
+    x = value (the centres of a common grid over the layer's global range, see `rebin`), z = counts normalised
+    per row (`scale` "row": each snapshot's fullest bin = 1) or log(1 + counts) (`scale` "log1p")."""
+    if scale not in ("row", "log1p"):
+        return empty(f"scale = {scale!r}: expected 'row' or 'log1p'")
+    panels = _layer_panels(rows, kind, layer, bins)
+    if isinstance(panels, go.Figure):
+        return panels
+    fig, layers, grids = panels
+    for i, name, steps, centres, matrix in grids:
         fig.add_trace(go.Heatmap(x=centres, y=[str(s) for s in steps], z=_scaled(matrix, scale),
                                  coloraxis="coloraxis", name=label(name),
                                  hovertemplate="value %{x:.3g}<br>step %{y}<br>%{z:.3g}<extra></extra>"),
@@ -159,19 +168,11 @@ def ridgeline(rows: pd.DataFrame, kind: str, layer: str | None = None, bins: int
     """The histograms of `kind` over training as a ridgeline per layer: one filled line per snapshot (counts on
     the layer's common grid, normalised to the snapshot's fullest bin), offset upward in snapshot order, the
     first snapshot at the bottom."""
-    rows = _histogram_rows(rows)
-    if isinstance(rows, str):
-        return empty(rows)
-    rows = _select(rows, kind, layer)
-    if rows.empty:
-        return empty(f"no {kind} histograms" + (f" for layer {layer}" if layer else ""))
-    layers = _layers(rows, layer)
-    fig = make_subplots(rows=len(layers), cols=1, subplot_titles=[label(name) for name in layers],
-                        vertical_spacing=min(0.08, 0.3 / len(layers)))
-    for i, name in enumerate(layers, start=1):
-        steps, centres, matrix = layer_grid(rows[rows["layer"] == name], bins)
-        if not steps:
-            continue
+    panels = _layer_panels(rows, kind, layer, bins)
+    if isinstance(panels, go.Figure):
+        return panels
+    fig, layers, grids = panels
+    for i, name, steps, centres, matrix in grids:
         heights = _scaled(matrix, "row") * RIDGE_OVERLAP
         half = (centres[1] - centres[0]) / 2 if len(centres) > 1 else 0.5
         x = np.concatenate([[centres[0] - half], centres, [centres[-1] + half]])

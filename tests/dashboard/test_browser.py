@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,16 +16,10 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from tests.commands import FITLENS, env
+from tests.commands import FITLENS, env, free_port, start_server
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +37,7 @@ def served(init_study, overfit_sweep, study_store: Path) -> Iterator[tuple[str, 
     client.log_metric(hostile.info.run_id, "dev/error", float("nan"))
     client.set_terminated(hostile.info.run_id)
     port = free_port()
-    server = subprocess.Popen([FITLENS, "dashboard", "--port", str(port), "--tracking-uri", uri], env=env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert server.poll() is None, server.stdout.read()
-            time.sleep(0.3)
+    server = start_server([FITLENS, "dashboard", "--port", str(port), "--tracking-uri", uri], port)
     runs = {
         "init": init_study[1], "overfit": overfit_sweep[1], "gradcheck": gradcheck_run,
         "hostile": hostile.info.run_id, "uri": uri,

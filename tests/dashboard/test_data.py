@@ -3,10 +3,7 @@ real sweeps; validation of ids from URLs; downsampling; caching; a corrupt histo
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import pandas as pd
 import pytest
 
 from dashboard.data import DataError, Reader, check_run_id, downsample
-from tests.commands import env, fitlens
+from tests.commands import fitlens, free_port, start_server
 
 
 def test_run_ids_from_urls_are_validated() -> None:
@@ -38,21 +35,10 @@ def test_downsample_keeps_the_ends_and_at_most_max_points_per_key() -> None:
 @pytest.fixture(scope="module")
 def mlflow_server(study_store: Path, init_study) -> Iterator[str]:
     """A real `mlflow server` process over the study store's database."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mlflow = str(Path(sys.executable).parent / "mlflow")
-    proc = subprocess.Popen([mlflow, "server", "--backend-store-uri", f"sqlite:///{study_store / 'mlflow.db'}",
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            cwd=study_store, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            time.sleep(0.5)
+    proc = start_server([mlflow, "server", "--backend-store-uri", f"sqlite:///{study_store / 'mlflow.db'}",
+                         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], port, cwd=study_store)
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=30)
