@@ -12,17 +12,17 @@ and has 10 histogram parts (Parquet, 32 bins) under diagnostics/. Values are syn
 Two pages are measured: the sweep page (/sweep/<parent>) and the layers page (/layers/<best trial>).
 
 1. Server side, in this process: COLD is a fresh `dashboard.app.create_app(uri)` (a fresh `Reader`, nothing
-   cached) rendering the page as its first paint does: `render_controls`, then `render_content` with the
-   values of the controls it returned; WARM is the same app's `render_content` again (the cached path: what a
-   live refresh or a control change costs). Each includes serializing the result to JSON as Dash does.
+   cached) rendering the page as its first paint does: `render_page` (what the route callback answers: the
+   controls, and the content with their values); WARM is the same app's `render_content` again (the cached
+   path: what a live refresh or a control change costs). Each includes serializing the result to JSON as Dash does.
    MLflow's own store objects (the SQLAlchemy engine) and imports survive between repeats, as in a server
    that has been up a while; a new process pays them once more (part 2 shows that).
 2. Time to first paint in headless Chromium (Debian's chromium and chromedriver via Selenium) against a real
    `fitlens dashboard` subprocess: from `driver.get(url)` until the page's text shows its content, no element
-   has data-dash-is-loading='true', every figure is drawn, and the content callback has answered with the
-   controls' values (Dash calls it at load, before the controls exist, and again once they do; the live
-   refresh adds a call every 5 s, and one pending holds the page back, as it redraws it). Also noted: when the
-   last of those callbacks answered, so the rest is the browser's own work (scripts, Plotly, drawing).
+   has data-dash-is-loading='true', every figure is drawn, and the route callback has answered (one request
+   at load brings the controls and the content; the live refresh adds a call every 5 s, and one pending holds
+   the page back, as it redraws it). Also noted: when the last of those callbacks answered, so the rest is
+   the browser's own work (scripts, Plotly, drawing).
    COLD: the first visit after the server starts, from a fresh browser profile (Dash's scripts downloaded);
    WARM: the same browser loading the same URL again (a full reload, data from the server's cache). The
    server is restarted for every cold visit.
@@ -60,7 +60,7 @@ import pyarrow.parquet as pq
 from mlflow.entities import Metric, Param, RunTag
 from plotly.io.json import to_json_plotly
 
-from dashboard.app import create_app, render_content, render_controls
+from dashboard.app import control_values, create_app, render_content, render_page
 from tracking.config import config_to_dict, flatten
 from tracking.histograms import ARROW_SCHEMA, schema_document
 from tracking.layout import (
@@ -79,6 +79,7 @@ from tracking.layout import (
 )
 from tracking.store import client_for, experiment_id, quiet_libraries
 from tracking.sweep_config import dump_sweep, sample_configs, sweep_from_dict
+from tracking.sweep_store import write_trials
 
 FITLENS = str(Path(sys.executable).parent / "fitlens")
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -295,22 +296,12 @@ def seed_store(folder: Path, runs: int, steps: int, full_stats: bool) -> Store:
     client.log_batch(parent, metrics=[Metric(f"best/{sweep.metric}", best[0], t0, 0)],
                      tags=[RunTag(BEST_RUN_TAG, best_id)])
     client.set_terminated(parent, "FINISHED", end_time=t0 + (runs + 1) * 60_000)
+    write_trials(client, parent)  # as `fitlens sweep` does when a sweep finishes
     return Store(uri, parent, best_id, runs, diag_steps, full_stats, points_total, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # 1. server side
-
-
-def control_values(tree: Any) -> dict[str, Any]:
-    """What the browser sends as the controls' values: {name: value} of every {"type": "control"} component."""
-    found = {}
-    components = [tree, *tree._traverse()] if hasattr(tree, "_traverse") else []
-    for component in components:
-        cid = getattr(component, "id", None)
-        if isinstance(cid, dict) and cid.get("type") == "control":
-            found[cid["name"]] = getattr(component, "value", None)
-    return found
 
 
 def _check(page: str, text: str, expect: str) -> None:
@@ -322,15 +313,12 @@ def _check(page: str, text: str, expect: str) -> None:
 
 
 def render_cold(app: Any, path: str) -> tuple[dict[str, float], dict[str, Any], str]:
-    """A fresh app's first paint: controls, then content with the controls' values, each serialized."""
+    """A fresh app's first paint, as its route callback answers: the controls, and the content with their
+    values, serialized."""
     t0 = time.perf_counter()
-    controls = render_controls(app.reader, path, "")
-    controls_json = to_json_plotly(controls)
-    t1 = time.perf_counter()
-    values = control_values(controls)
-    content_json = to_json_plotly(render_content(app.reader, path, "", values))
-    t2 = time.perf_counter()
-    return {"controls_s": t1 - t0, "content_s": t2 - t1, "total_s": t2 - t0}, values, controls_json + content_json
+    controls, content = render_page(app.reader, path, "")
+    text = to_json_plotly([controls, content])
+    return {"total_s": time.perf_counter() - t0}, control_values(controls), text
 
 
 def render_warm(app: Any, path: str, values: dict[str, Any]) -> tuple[float, str]:
@@ -341,7 +329,7 @@ def render_warm(app: Any, path: str, values: dict[str, Any]) -> tuple[float, str
 
 
 def server_times(store: Store, pages: list[tuple[str, str, str]], repeats: int) -> dict[str, Any]:
-    out: dict[str, Any] = {name: {"cold": [], "warm": [], "cold_parts": []} for name, _, _ in pages}
+    out: dict[str, Any] = {name: {"cold": [], "warm": []} for name, _, _ in pages}
     for _ in range(repeats):
         for name, path, expect in pages:
             app = create_app(store.uri)
@@ -350,7 +338,6 @@ def server_times(store: Store, pages: list[tuple[str, str, str]], repeats: int) 
             warm, text = render_warm(app, path, values)
             _check(name, text, expect)
             out[name]["cold"].append(cold["total_s"])
-            out[name]["cold_parts"].append(cold)
             out[name]["warm"].append(warm)
     return out
 
@@ -375,10 +362,9 @@ def profile_cold(store: Store, pages: list[tuple[str, str, str]], top: int) -> s
 # ---------------------------------------------------------------------------------------------------------
 # 2. first paint in Chromium
 
-# Ready: the content's text shows, every figure is drawn, no callback is pending, and at least the route callback
-# and both content callbacks of a load have answered (Dash calls the content callback at load, before the controls
-# exist, and again with their values). A live refresh (every 5 s) pending at that moment delays it: what the
-# page shows is then being redrawn.
+# Ready: the content's text shows, every figure is drawn, no callback is pending, and the route callback (controls
+# and content) has answered. A live refresh (every 5 s) pending at that moment delays it: what the page shows is
+# then being redrawn.
 READY_JS = """
 const [expect, updates_at_load] = arguments;
 const graphs = Array.from(document.querySelectorAll('.dash-graph'));
@@ -392,7 +378,7 @@ return {
   callbacks: updates.length,
 };
 """
-UPDATES_AT_LOAD = 3
+UPDATES_AT_LOAD = 1
 POLL_S = 0.025
 
 
@@ -555,7 +541,7 @@ def main() -> None:
         print(f"| {name} (/{row['path']}/...) | {_cell(row['cold_server_s'])} | {_cell(row['warm_server_s'])} | "
               f"{_cell(row['cold_paint_s'])} | {_cell(row['warm_paint_s'])} | 2 s cold / 0.3 s warm callback | "
               f"{_met(cold, TARGET_COLD_S)} | {_met(row['warm_server_s'], TARGET_WARM_S)} |")
-    print("\ncold server: a fresh Reader's render_controls + render_content (+ JSON); warm server: render_content "
+    print("\ncold server: a fresh Reader's render_page (+ JSON); warm server: render_content "
           "again on the same app (a live refresh or control change). First paint: headless Chromium from "
           "driver.get until the content shows, every figure is drawn and nothing is loading; cold = first visit "
           "after a server start "

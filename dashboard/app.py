@@ -2,10 +2,10 @@
 
 Every page module has `PATH` (a template such as "/run/<run_id>"), `TITLE`, `controls(reader, **args)`
 (the page's controls, built once when the URL changes) and `content(reader, args, values)` (everything
-data-driven, rebuilt when a control changes and on the live-refresh interval). Controls carry ids
-`{"type": "control", "name": ...}`, so one callback serves every page; tests call `controls` and `content`
-as plain functions. Markup from the store (run names, tags) is only ever passed as text, which Dash renders
-inert.
+data-driven: drawn with the controls when the URL changes, then rebuilt when a control changes and on the
+live-refresh interval). Controls carry ids `{"type": "control", "name": ...}`, so one callback serves every
+page; tests call `controls` and `content` as plain functions. Markup from the store (run names, tags) is
+only ever passed as text, which Dash renders inert.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs
 
-from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
+from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import ids
 from dashboard.components import message
@@ -49,10 +49,15 @@ def render_controls(reader: Reader, pathname: str | None, search: str | None) ->
         return message(f"no page at {str(pathname)[:200]!r}; the pages are: "
                        + ", ".join(p.PATH for p in PAGES))
     page, args = routed
+    # Query names are the URL's: one that is also an argument name (?reader=, ?run_id=) must not reach it.
+    extra = {k: v for k, v in query(search).items() if k not in args and k != "reader"}
     try:
-        return page.controls(reader, **args, **{k: v for k, v in query(search).items() if k not in args})
+        return page.controls(reader, **args, **extra)
     except DataError as err:
         return message(str(err))
+    except Exception as err:  # a page bug must not become a server error: say what failed
+        traceback.print_exc()
+        return message(f"this view failed: {type(err).__name__}: {err}"[:500])
 
 
 def render_content(reader: Reader, pathname: str | None, search: str | None, values: Mapping[str, Any]) -> Any:
@@ -69,11 +74,47 @@ def render_content(reader: Reader, pathname: str | None, search: str | None, val
         return message(f"this view failed: {type(err).__name__}: {err}"[:500])
 
 
+RENDERER = """<script id="_dash-renderer" type="application/javascript">
+var fitlensPlotly = null;
+var renderer = new DashRenderer({request_pre: function () {
+    if (fitlensPlotly === null && !window.Plotly) {
+        fitlensPlotly = document.createElement("script");
+        fitlensPlotly.src = "PLOTLY_JS";
+        fitlensPlotly.async = true;
+        document.head.appendChild(fitlensPlotly);
+    }
+}});
+</script>"""
+
+
+def control_values(tree: Any) -> dict[str, Any]:
+    """{name: value} of every control ({"type": "control", "name": ...}) in the component `tree`: what the
+    browser sends as the controls' values."""
+    found = {}
+    for component in [tree, *tree._traverse()] if hasattr(tree, "_traverse") else []:
+        cid = getattr(component, "id", None)
+        if isinstance(cid, dict) and cid.get("type") == "control":
+            found[cid["name"]] = getattr(component, "value", None)
+    return found
+
+
+def render_page(reader: Reader, pathname: str | None, search: str | None) -> tuple[Any, Any]:
+    """What a URL shows: the page's controls, and its content with their initial values, in one answer (the
+    browser would otherwise draw the content once before the controls exist and again after)."""
+    controls = render_controls(reader, pathname, search)
+    return controls, render_content(reader, pathname, search, control_values(controls))
+
+
 def create_app(uri: str | None = None, refresh_ms: int = REFRESH_MS) -> Dash:
     """The dashboard over the tracking store `uri` (default: MLFLOW_TRACKING_URI, else ./mlflow.db)."""
     reader = Reader(uri)
     app = Dash(__name__, title="fitlens", update_title=None, suppress_callback_exceptions=True,
                assets_folder="assets")
+    # Plotly.js (4.8 MB, ~0.7 s to evaluate) loads as the first callback request leaves, rather than when the
+    # first figure arrives: it is evaluated while the server computes the page (Dash's graphs use window.Plotly
+    # once it is there). request_pre is the renderer's documented hook.
+    plotly_js = f"{app.config.requests_pathname_prefix}_dash-component-suites/plotly/package_data/plotly.min.js"
+    app.index_string = app.index_string.replace("{%renderer%}", RENDERER.replace("PLOTLY_JS", plotly_js))
     app.layout = html.Div([
         dcc.Location(id=ids.URL),
         html.Header([
@@ -82,26 +123,32 @@ def create_app(uri: str | None = None, refresh_ms: int = REFRESH_MS) -> Dash:
             dcc.Checklist(id=ids.LIVE, options=[{"label": " live", "value": "on"}], value=["on"], inline=True),
         ], className="header"),
         dcc.Interval(id=ids.REFRESH, interval=refresh_ms),
+        dcc.Store(id=ids.DRAWN_WITH),
         html.Main(id=ids.PAGE),
         html.Div(id=ids.CONTENT),
     ])
 
-    @app.callback(Output(ids.PAGE, "children"), Input(ids.URL, "pathname"), State(ids.URL, "search"))
-    def route(pathname: str | None, search: str | None) -> Any:
-        return render_controls(reader, pathname, search)
+    @app.callback(Output(ids.PAGE, "children"), Output(ids.CONTENT, "children"), Output(ids.DRAWN_WITH, "data"),
+                  Input(ids.URL, "pathname"), Input(ids.URL, "search"))
+    def route(pathname: str | None, search: str | None) -> tuple[Any, Any, dict[str, Any]]:
+        controls, content = render_page(reader, pathname, search)
+        return controls, content, control_values(controls)
 
+    # Not at load, nor when the route puts new controls on the page (prevent_initial_call): the route drew the
+    # content with their values. A control that reports its value unchanged (a dropdown does, once mounted)
+    # costs a request but no redraw.
     @app.callback(
-        Output(ids.CONTENT, "children"),
-        Input(ids.URL, "pathname"), Input(ids.URL, "search"), Input(ids.REFRESH, "n_intervals"),
-        Input({"type": "control", "name": ALL}, "value"), State(ids.LIVE, "value"),
+        Output(ids.CONTENT, "children", allow_duplicate=True), Output(ids.DRAWN_WITH, "data", allow_duplicate=True),
+        Input(ids.REFRESH, "n_intervals"), Input({"type": "control", "name": ALL}, "value"),
+        State(ids.URL, "pathname"), State(ids.URL, "search"), State(ids.LIVE, "value"), State(ids.DRAWN_WITH, "data"),
+        prevent_initial_call=True,
     )
-    def update(pathname: str | None, search: str | None, _tick: int, _values: list, live: list) -> Any:
-        if ctx.triggered_id == ids.REFRESH and not live:
-            from dash import no_update
-
-            return no_update
-        values = {item["id"]["name"]: item.get("value") for item in ctx.inputs_list[3]}
-        return render_content(reader, pathname, search, values)
+    def update(_tick: int, _values: list, pathname: str | None, search: str | None, live: list,
+               drawn_with: dict[str, Any] | None) -> tuple[Any, Any]:
+        values = {item["id"]["name"]: item.get("value") for item in ctx.inputs_list[1]}
+        if ctx.triggered_id == ids.REFRESH and not live or ctx.triggered_id != ids.REFRESH and values == drawn_with:
+            return no_update, no_update
+        return render_content(reader, pathname, search, values), values
 
     app.reader = reader  # for tests and benchmarks
     return app

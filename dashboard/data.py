@@ -41,7 +41,7 @@ from tracking.layout import (
 )
 from tracking.store import client_for, quiet_libraries, retrying, tracking_uri
 from tracking.sweep_config import SweepConfig
-from tracking.sweep_store import sweep_of
+from tracking.sweep_store import sweep_of, trial_runs
 
 RUN_COLUMNS = ("run_id", "run_name", "status", "train_error", "dev_error", "test_error", "metric", "reference_error",
                "m_train", "epochs", "weight_norm", "point", "diverged", "stopped_early", "error")
@@ -69,10 +69,8 @@ def is_sweep(run: Run) -> bool:
 
 
 def sweep_runs(client: MlflowClient, parent: Run) -> list[Run]:
-    """The trial runs of a sweep's parent run, oldest first."""
-    return retrying(client.search_runs, [parent.info.experiment_id], max_results=MAX_RUNS,
-                    filter_string=f"tags.`{SWEEP_TAG}` = '{parent.info.run_id}'",
-                    order_by=["attributes.start_time ASC"])
+    """The trial runs of a sweep's parent run, oldest first (a finished sweep's from its trials file)."""
+    return trial_runs(client, parent)
 
 
 def sibling_runs(client: MlflowClient, run: Run) -> list[Run]:
@@ -100,6 +98,10 @@ def parse_param(text: str) -> Any:
             pass
     if not text.startswith("["):
         return text
+    try:
+        return json.loads(text)  # a list of numbers (hidden sizes): YAML would take 100x longer
+    except ValueError:
+        pass
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -173,13 +175,13 @@ def diagnostics_frame(client: MlflowClient, run: Run, stats: Sequence[str] = HEA
     return frame.sort_values(["step", "kind", "layer", "stat"], ignore_index=True)
 
 
-def latest_diagnostics(run: Run, stats: Sequence[str] = HEALTH_STATS) -> pd.DataFrame:
-    """The diagnostics scalars of `stats` at the run's last snapshot, from the run itself (no history query):
-    what a table of many runs can afford."""
-    rows = [(m.step, *parse_diag_key(m.key), m.value) for m in run.data.to_proto().metrics
-            if (p := parse_diag_key(m.key)) and p[2] in stats]
-    frame = pd.DataFrame(rows, columns=["step", "kind", "layer", "stat", "value"])
-    return frame[frame["step"] == frame["step"].max()] if not frame.empty else frame
+def latest_diagnostics(run: Run, stats: Sequence[str] = HEALTH_STATS) -> list[tuple[int, str, str, str, float]]:
+    """The diagnostics scalars of `stats` at the run's last snapshot as rows (step, kind, layer, stat, value),
+    from the run itself (no history query): what a table of many runs can afford."""
+    rows = [(m.step, *parsed, m.value) for m in run.data.to_proto().metrics
+            if (parsed := parse_diag_key(m.key)) and parsed[2] in stats]
+    last = max((row[0] for row in rows), default=None)
+    return [row for row in rows if row[0] == last]
 
 
 def _histories(client: MlflowClient, run_id: str, keys: Sequence[str]) -> dict[str, list]:
@@ -215,9 +217,34 @@ class RunKey:
 
 def check_run_id(run_id: str) -> str:
     """`run_id` when it is an MLflow run id (32 hex digits), else DataError: ids come from URLs."""
-    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):  # `$` alone lets a final newline by
         raise DataError(f"{str(run_id)[:80]!r} is not a run id (an MLflow run id is 32 hexadecimal digits)")
     return run_id
+
+
+ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # one component of a path tracking writes
+HISTOGRAM_PART = re.compile(r"hist-[0-9]{9}\.parquet")  # tracking.layout.histogram_part; \d takes any digit
+
+
+def safe_artifact_path(path: str, artifact_uri: str | None = None) -> str:
+    """`path` when it is a plain relative path under a run's artifact root, else DataError: no '..' or '.', not
+    absolute, no backslash, '%', NUL or other odd character in any component (names may come from a hostile
+    store's listing). With the run's `artifact_uri` on this machine, also every symlink followed: MLflow checks
+    a download only against the folder it reads from, so a symlinked folder inside the root could lead out."""
+    parts = path.split("/") if isinstance(path, str) else []
+    if not parts or not all(ARTIFACT_NAME.fullmatch(part) for part in parts):
+        raise DataError(f"artifact path {str(path)[:80]!r} is refused: expected a relative path of plain names "
+                        "(letters, digits, _ . -), without '..', a leading '/', '\\', '%' or NUL")
+    if artifact_uri is not None:
+        from urllib.parse import urlparse
+
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        if urlparse(artifact_uri).scheme in ("", "file"):
+            root = Path(local_file_uri_to_path(artifact_uri)).resolve()
+            if not (root / path).resolve().is_relative_to(root):
+                raise DataError(f"artifact {path} is refused: it is a link that leads outside the run's artifacts")
+    return path
 
 
 def downsample(history: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
@@ -354,9 +381,14 @@ class Reader:
             int(name[len("hist-"):-len(".parquet")]) for name in self._part_names(run_id)))
 
     def _part_names(self, run_id: str) -> list[str]:
-        files = retrying(self.client.list_artifacts, run_id, DIAGNOSTICS_DIR)
-        names = [Path(f.path).name for f in files]
-        return [n for n in names if re.fullmatch(r"hist-\d{9}\.parquet", n)]
+        try:
+            files = retrying(self.client.list_artifacts, run_id, DIAGNOSTICS_DIR)
+        except Exception as err:  # e.g. a symlinked diagnostics folder leading outside the run: MLflow refuses it
+            raise DataError(f"the histogram parts of run {run_id} could not be listed ({type(err).__name__})") from None
+        # Exactly the paths tracking writes: a hostile store may list "../../etc/passwd" or "/etc/passwd".
+        prefix = DIAGNOSTICS_DIR + "/"
+        return [f.path[len(prefix):] for f in files if not f.is_dir and isinstance(f.path, str)
+                and f.path.startswith(prefix) and HISTOGRAM_PART.fullmatch(f.path[len(prefix):])]
 
     def histograms(self, run_id: str, steps: Sequence[int] | None = None) -> tuple[pd.DataFrame, list[str]]:
         """The histogram rows (step, kind, layer, edges, counts) of the parts at `steps` (default: all), each
@@ -375,12 +407,14 @@ class Reader:
         return rows, problems
 
     def _read_part(self, run_id: str, step: int) -> pd.DataFrame:
-        name = f"{DIAGNOSTICS_DIR}/{histogram_part(step)}"
+        name = safe_artifact_path(f"{DIAGNOSTICS_DIR}/{histogram_part(step)}", self.run(run_id).info.artifact_uri)
         with tempfile.TemporaryDirectory(prefix="fitlens-part-") as tmp:
             try:
                 path = retrying(self.client.download_artifacts, run_id, name, tmp)
+                if not Path(path).resolve().is_relative_to(Path(tmp).resolve()):
+                    raise DataError("not downloaded")  # a store that hands back its own file: not read here
                 return pd.read_parquet(path)
-            except Exception as err:  # a part cut short by a crash, or removed: say which, go on
+            except Exception as err:  # a part cut short by a crash, or removed: say which (never what it held), go on
                 raise DataError(f"histogram part {name} of run {run_id} could not be read "
                                 f"({type(err).__name__})") from None
 
@@ -389,13 +423,19 @@ class Reader:
         run = self.run(run_id)
 
         def read() -> dict[str, Any] | None:
+            name = safe_artifact_path(GRADCHECK_REPORT, run.info.artifact_uri)
             with tempfile.TemporaryDirectory(prefix="fitlens-gradcheck-") as tmp:
                 try:
-                    path = retrying(self.client.download_artifacts, run_id, GRADCHECK_REPORT, tmp)
+                    path = retrying(self.client.download_artifacts, run_id, name, tmp)
                 except Exception:
                     return None
+                if not Path(path).resolve().is_relative_to(Path(tmp).resolve()):
+                    raise DataError(f"{name} of run {run_id} is refused: the store did not download it")
                 try:
-                    return json.loads(Path(path).read_text())
-                except ValueError:
-                    raise DataError(f"{GRADCHECK_REPORT} of run {run_id} is not valid JSON") from None
+                    report = json.loads(Path(path).read_text())
+                except ValueError:  # never what it held: the file may be anything
+                    raise DataError(f"{name} of run {run_id} is not valid JSON") from None
+                if not isinstance(report, dict):
+                    raise DataError(f"{name} of run {run_id} holds a {type(report).__name__}, not a report")
+                return report
         return self.cached("gradcheck", self.key(run), read)

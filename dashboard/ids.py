@@ -22,3 +22,4 @@ HISTOGRAMS = "histograms"
 DEPTH_PROFILE = "depth-profile"
 STAT = "stat"
 CONTENT = "content"  # the routed page's data-driven part (figures, tables), rebuilt live
+DRAWN_WITH = "drawn-with"  # the controls' values the content on the page was drawn with

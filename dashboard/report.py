@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
@@ -43,10 +44,12 @@ def run_flags(client: MlflowClient, run: Run, thresholds: Thresholds = DEFAULT) 
 
 
 def sweep_of(client: MlflowClient, parent: Run, trial_runs: Sequence[Run], thresholds: Thresholds = DEFAULT,
-             every_snapshot: bool = True) -> dict[str, Any]:
-    """The report of the sweep `parent` over its `trial_runs` (already read: the dashboard has them cached)."""
+             every_snapshot: bool = True, trials: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The report of the sweep `parent` over its `trial_runs` (already read: the dashboard has them cached, and
+    their `data.runs_frame` as `trials`)."""
     sweep = data.sweep_config(client, parent.info.run_id)
-    trials = data.runs_frame(trial_runs, sweep.metric)
+    if trials is None:
+        trials = data.runs_frame(trial_runs, sweep.metric)
     flags = {run.info.run_id: run_flags(client, run, thresholds) if every_snapshot else
              health_flags(data.latest_diagnostics(run), None, run.data.tags.get(DIVERGED_TAG), thresholds)
              for run in trial_runs}

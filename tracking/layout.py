@@ -24,10 +24,14 @@ TRIAL_TAG = "fitlens.trial_id"  # child: Ray Tune's trial id
 POINT_TAG = "fitlens.point"  # child: JSON of the trial's values of the search space's keys
 STOPPED_TAG = "fitlens.stopped_early"  # child: where and why a scheduler stopped it
 RESUMED_TAG = "fitlens.resumed"  # child: the checkpoint a retried trial continued from
+RAY_NODE_TAG = "fitlens.ray_node"  # child: the id of the Ray node its (last) attempt ran on
+HOST_TAG = "fitlens.host"  # child: the host name of that node (where its Ray logs are)
 BEST_RUN_TAG = "fitlens.best_run_id"  # parent: the trial with the lowest metric
 REFINED_FROM_TAG = "fitlens.refined_from"  # parent: the sweep that `fitlens sweep refine` narrowed
 M_TRAIN_TAG = "fitlens.m_train"  # the number of training examples the fit used (learning curves over m)
 SEARCH_SPACE_FILE = "search_space.yaml"  # parent: the sweep file as run
+TRIALS_FILE = "trials.json"  # parent: its trial runs as they were when the sweep finished
+TRIALS_TAG = "fitlens.trials_end_time"  # parent: the end time of the sweep that TRIALS_FILE belongs to
 
 
 def diag_key(kind: str, layer: str, stat: str) -> str:

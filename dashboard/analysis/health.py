@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,12 +65,17 @@ def depth_order(layers: Sequence[str]) -> list[str]:
 Snapshot = dict[tuple[str, str], dict[str, float]]  # (kind, stat) -> {layer: value}, layers in depth order
 
 
-def _snapshots(diagnostics: pd.DataFrame) -> dict[int, Snapshot]:
-    """The diagnostics frame by step, each snapshot as (kind, stat) -> {layer: value} in depth order (plain
-    loops: a sweep's table flags hundreds of runs, and a groupby per run costs more than the checks)."""
+Diagnostics = pd.DataFrame | Iterable[tuple[int, str, str, str, float]]  # columns or rows of step, kind, layer,
+# stat, value: a sweep's table flags hundreds of runs, and a frame per run costs more than the checks
+
+
+def _snapshots(diagnostics: Diagnostics) -> dict[int, Snapshot]:
+    """The diagnostics by step, each snapshot as (kind, stat) -> {layer: value} in depth order (plain loops, as
+    a groupby per run would cost more than the checks)."""
     raw: dict[int, dict[tuple[str, str], dict[str, float]]] = {}
-    columns = diagnostics[["step", "kind", "layer", "stat", "value"]].itertuples(index=False, name=None)
-    for step, kind, layer, stat, value in columns:
+    rows = (diagnostics[["step", "kind", "layer", "stat", "value"]].itertuples(index=False, name=None)
+            if isinstance(diagnostics, pd.DataFrame) else diagnostics)
+    for step, kind, layer, stat, value in rows:
         raw.setdefault(int(step), {}).setdefault((kind, stat), {})[layer] = float(value)
     return {step: {key: {layer: values[layer] for layer in _depth_order(tuple(values))}
                    for key, values in raw[step].items()} for step in sorted(raw)}
@@ -232,10 +237,10 @@ CHECKS: tuple[Check, ...] = (
 
 
 def health_flags(
-    diagnostics: pd.DataFrame, loss: pd.DataFrame | None = None, diverged: str | None = None,
+    diagnostics: Diagnostics, loss: pd.DataFrame | None = None, diverged: str | None = None,
     thresholds: Thresholds = DEFAULT,
 ) -> list[Flag]:
-    """Every flag that holds at some snapshot of `diagnostics` (columns step, kind, layer, stat, value), for
+    """Every flag that holds at some snapshot of `diagnostics` (step, kind, layer, stat, value), for
     the training loss per epoch `loss` (columns step, value) and the run's divergence tag `diverged`. Flags
     come in CHECKS order; errors before warnings."""
     flags: list[Flag] = []

@@ -4,9 +4,17 @@ A figure whose input lacks what it needs says so in the figure (`empty`) instead
 
 from __future__ import annotations
 
+import html
+
 import plotly.graph_objects as go
 
 UIREVISION = "keep"  # a live refresh keeps the user's zoom and legend choices
+
+
+def label(text: object) -> str:
+    """Store text (run names, tags, layer names, setting values) made inert for Plotly, which reads a few HTML
+    tags in labels and hover text (<a href>, <b>, <span style>)."""
+    return html.escape(str(text), quote=False)
 
 
 def empty(text: str) -> go.Figure:

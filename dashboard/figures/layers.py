@@ -16,7 +16,6 @@ their overlap; the total is conserved whenever the grid covers the row's edges, 
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Mapping, Sequence
 
@@ -26,7 +25,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dashboard.analysis.health import depth_order
-from dashboard.figures import UIREVISION, empty
+from dashboard.figures import UIREVISION, empty, label
 
 GRID_BINS = 64  # the common grid of a heat map: as fine as the `default` preset's histograms
 HIST_COLUMNS = ("step", "kind", "layer", "edges", "counts")
@@ -41,11 +40,6 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 RIDGE_FILL = "rgb(198, 219, 239)"  # opaque: a lower (earlier) ridge hides the one behind it
 RIDGE_OVERLAP = 1.6  # a ridge's peak reaches this many rows up: ridges overlap a little, as ridgelines do
 LAYER_HEIGHT = 190  # pixels per layer row of a per-layer figure
-
-
-def label(text: object) -> str:
-    """Store text (run names, layer names) made inert for Plotly, which reads a few HTML tags in labels."""
-    return html.escape(str(text), quote=False)
 
 
 def rebin(edges: Sequence[float], counts: Sequence[float], grid: Sequence[float]) -> np.ndarray:

@@ -14,15 +14,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from dashboard.analysis.thresholds import DEFAULT, Thresholds
-from dashboard.figures import UIREVISION, empty
+from dashboard.figures import UIREVISION, empty, label
 
 LOG_SCALES = ("log", "log_one_minus")
 COLUMNS_PER_ROW = 3  # small multiples of the metric against each hyperparameter
@@ -52,14 +54,14 @@ def _missing(value: Any) -> bool:
 
 
 def category_labels(column: pd.Series) -> list[str]:
-    """Each value as a label: lists and section bundles as JSON, a missing value as MISSING."""
-    def label(value: Any) -> str:
+    """Each value as an inert label: lists and section bundles as JSON, a missing value as MISSING."""
+    def text(value: Any) -> str:
         if _missing(value):
             return MISSING
         if isinstance(value, (list, dict, tuple)):
             return json.dumps(value, sort_keys=True, default=str)
         return str(value)
-    return [label(v) for v in column]
+    return [label(text(v)) for v in column]
 
 
 def axis_label(setting: str, scale: str | None) -> str:
@@ -87,7 +89,7 @@ def _finite_rows(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def _hover_names(rows: pd.DataFrame) -> list[str]:
     names = rows["run_name"] if "run_name" in rows else rows.get("run_id", pd.Series([""] * len(rows)))
-    return [str(n) for n in names]
+    return [label(n) for n in names]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -95,11 +97,16 @@ def _hover_names(rows: pd.DataFrame) -> list[str]:
 
 def parallel_coordinates(trials: pd.DataFrame, params: Sequence[str], scales: Mapping[str, str] | None = None,
                          metric: str = "dev_error", metric_label: str = "dev error") -> go.Figure:
-    """One line per trial through an axis per searched setting and a last axis for `metric`, coloured by it.
+    """One line per trial through an axis per searched setting and a last axis for `metric`, coloured by it in
+    PARALLEL_BANDS bands (yellow: the lowest).
 
     Numeric settings are drawn on their search scale (log10 for loguniform: the axis is named
-    "log10(optim.lr)"), categorical ones as coded axes labelled with their values. Trials without a finite
-    `metric` (diverged, failed, still in their first epoch) are left out.
+    "log10(optim.lr)"), categorical ones as coded axes labelled with their values; each axis spans its own
+    range, its ends labelled. Trials without a finite `metric` (diverged, failed, still in their first epoch)
+    are left out. Each vertex carries its value on the axis (customdata) and the trial's name (text).
+
+    Lines in SVG, not Plotly's WebGL parcoords: that took 1.6 s to draw 500 trials in a browser without a GPU,
+    most of the sweep page's first paint; the runs table above filters by range instead of brushing.
     """
     scales = scales or {}
     found = _plottable(trials, params, metric, metric_label)
@@ -107,32 +114,80 @@ def parallel_coordinates(trials: pd.DataFrame, params: Sequence[str], scales: Ma
         return found
     rows, settings = found
 
-    dimensions = []
-    for setting in settings:
-        column = rows[setting]
-        values = numbers(column)
-        scale = scales.get(setting)
-        if values is not None:
-            scaled = on_scale(values, scale)
-            if scaled is None:  # a log scale with a value <= 0: show the numbers as they are
-                scaled, scale = values, "linear"
-            dimensions.append(dict(label=axis_label(setting, scale), values=scaled))
-        else:
-            labels = category_labels(column)
-            levels = sorted(set(labels), key=_natural)
-            code = {level: i for i, level in enumerate(levels)}
-            dimensions.append(dict(label=setting, values=[code[label] for label in labels],
-                                   tickvals=list(range(len(levels))), ticktext=levels,
-                                   range=[-0.5, len(levels) - 0.5] if len(levels) == 1 else None))
+    axes = [_parallel_axis(rows[setting], setting, scales.get(setting)) for setting in settings]
     metric_values = pd.to_numeric(rows[metric]).to_numpy(dtype=np.float64)
-    dimensions.append(dict(label=metric_label, values=metric_values))
-    fig = go.Figure(go.Parcoords(
-        dimensions=[{k: v for k, v in d.items() if v is not None} for d in dimensions],
-        # the last axis is the metric itself: no colour bar beside it
-        line=dict(color=metric_values, colorscale="Viridis", reversescale=True, showscale=False),
-    ))
-    fig.update_layout(height=380, margin=dict(l=60, r=40, t=50, b=30), uirevision=UIREVISION)
+    axes.append(_parallel_axis(pd.Series(metric_values), metric_label, None))
+    heights = np.column_stack([axis.height(axis.values) for axis in axes])  # (trials, axes) in [0, 1]
+    values = np.column_stack([axis.values for axis in axes])
+    names = _hover_names(rows)
+    lowest, highest = float(metric_values.min()), float(metric_values.max())
+    spread = highest - lowest
+    bands = (np.zeros(len(rows), dtype=int) if spread == 0 else
+             np.minimum(((metric_values - lowest) / spread * PARALLEL_BANDS).astype(int), PARALLEL_BANDS - 1))
+    colours = sample_colorscale("Viridis", PARALLEL_BANDS)[::-1]
+
+    fig = go.Figure()
+    positions = [*range(len(axes)), None]
+    for band in reversed(range(PARALLEL_BANDS)):  # the best trials last: on top
+        members = np.flatnonzero(bands == band)
+        if not len(members):
+            continue
+        low, high = lowest + spread * band / PARALLEL_BANDS, lowest + spread * (band + 1) / PARALLEL_BANDS
+        fig.add_trace(go.Scatter(
+            x=positions * len(members), y=[h for i in members for h in (*heights[i], None)],
+            customdata=[v for i in members for v in (*values[i], None)],
+            text=[t for i in members for t in [names[i]] * len(axes) + [None]],
+            mode="lines", line=dict(color=colours[band], width=1), opacity=0.8,
+            name=f"{low:.3g} to {high:.3g}", hovertemplate="%{text}: %{customdata:.4g}<extra></extra>"))
+    for j, axis in enumerate(axes):
+        fig.add_shape(type="line", x0=j, x1=j, y0=0, y1=1, line=dict(color="#444", width=1))
+        for value, text in axis.ticks:
+            fig.add_annotation(x=j, y=float(axis.height(np.array([value]))[0]), text=text, showarrow=False,
+                               xanchor="right", xshift=-4, font=dict(size=10), bgcolor="rgba(255,255,255,0.7)")
+    fig.update_layout(
+        height=380, margin=dict(l=60, r=40, t=50, b=30), uirevision=UIREVISION, legend_title_text=metric_label,
+        xaxis=dict(tickvals=list(range(len(axes))), ticktext=[axis.label for axis in axes], side="top",
+                   showgrid=False, zeroline=False, range=[-0.5, len(axes) - 0.7]),
+        yaxis=dict(visible=False, range=[-0.05, 1.05]), plot_bgcolor="white")
     return fig
+
+
+PARALLEL_BANDS = 8  # colours of the parallel coordinates' lines: the metric's range in equal bands
+
+
+@dataclass(frozen=True)
+class ParallelAxis:
+    """One axis of the parallel coordinates: its name, the trials' values on it, the values at its ends (bottom,
+    top) and its labelled ticks (value, text)."""
+
+    label: str
+    values: np.ndarray
+    bottom: float
+    top: float
+    ticks: list[tuple[float, str]]
+
+    def height(self, values: np.ndarray) -> np.ndarray:
+        """Values as heights in [0, 1] on this axis (a constant axis draws its value in the middle)."""
+        if self.top == self.bottom:
+            return np.where(np.isfinite(values), 0.5, np.nan)
+        return (values - self.bottom) / (self.top - self.bottom)
+
+
+def _parallel_axis(column: pd.Series, setting: str, scale: str | None) -> ParallelAxis:
+    values = numbers(column)
+    if values is None:  # categories: coded 0..n-1, each labelled, half a step of room at the ends
+        labels = category_labels(column)
+        levels = sorted(set(labels), key=_natural)
+        code = {level: i for i, level in enumerate(levels)}
+        return ParallelAxis(setting, np.array([code[label] for label in labels], dtype=np.float64), -0.5,
+                            len(levels) - 0.5, [(float(i), level) for i, level in enumerate(levels)])
+    scaled = on_scale(values, scale)
+    if scaled is None:  # a log scale with a value <= 0: show the numbers as they are
+        scaled, scale = values, "linear"
+    present = scaled[np.isfinite(scaled)]
+    bottom, top = (float(present.min()), float(present.max())) if len(present) else (0.0, 0.0)
+    ends = [bottom] if top == bottom else [bottom, top]
+    return ParallelAxis(axis_label(setting, scale), scaled, bottom, top, [(v, f"{v:.3g}") for v in ends])
 
 
 def _natural(label: str) -> tuple:

@@ -20,7 +20,7 @@ from plotly.colors import qualitative
 
 from dashboard.analysis.smoothing import ema
 from dashboard.analysis.thresholds import DEFAULT, Thresholds
-from dashboard.figures import UIREVISION, empty
+from dashboard.figures import UIREVISION, empty, label
 
 # The regularization settings a run can vary, in the order the page offers them. Strength grows with lambda
 # (L2, L1, decoupled weight decay) and with augmentation, and falls with keep_prob (1 = no dropout).
@@ -133,7 +133,7 @@ def _numeric(series: pd.Series) -> np.ndarray:
 
 
 def _hover(points: pd.DataFrame) -> list[str]:
-    return [str(v) for v in points["label"]] if "label" in points.columns else [str(v) for v in points["run_id"]]
+    return [label(v) for v in (points["label"] if "label" in points.columns else points["run_id"])]
 
 
 def _strength_figure(points: pd.DataFrame, setting: str, y_title: str, height: int = 340) -> tuple[go.Figure,
@@ -254,13 +254,13 @@ def weight_distributions(rows: pd.DataFrame, labels: Mapping[str, str], bins: in
     grid = np.linspace(min(lows), max(highs), bins + 1)
     centres = (grid[:-1] + grid[1:]) / 2
     fig = go.Figure()
-    for i, (run_id, label) in enumerate(labels.items()):
+    for i, (run_id, name) in enumerate(labels.items()):
         counts = pooled_histogram(rows[rows["run_id"] == run_id], grid)
         if counts.sum() <= 0:
             continue
-        fig.add_trace(go.Scatter(x=centres, y=counts / counts.sum(), name=str(label), mode="lines",
+        fig.add_trace(go.Scatter(x=centres, y=counts / counts.sum(), name=label(name), mode="lines",
                                  line=dict(color=COLORS[i % len(COLORS)], shape="hvh"),
-                                 text=[str(label)] * len(centres),
+                                 text=[label(name)] * len(centres),
                                  hovertemplate="%{text}<br>w %{x:.3g}: %{y:.2%}<extra></extra>"))
     fig.update_layout(xaxis={"title": {"text": "weight value w (all layers pooled)"}},
                       yaxis={"title": {"text": "fraction of the weights"}, "tickformat": ".1%"},
@@ -285,11 +285,11 @@ def _run_traces(frame: pd.DataFrame, x_column: str, colors: Mapping[str, str], s
     traces = []
     for run_id, curve in frame.groupby("run_id", sort=False):
         curve = curve.sort_values(x_column)
-        group, label = str(curve["group"].iloc[0]), str(curve["label"].iloc[0])
+        group, name = str(curve["group"].iloc[0]), label(curve["label"].iloc[0])
         traces.append(go.Scatter(
             x=curve[x_column].to_numpy(), y=curve[y].to_numpy(dtype=np.float64), mode="lines",
-            name=group, legendgroup=group, showlegend=group not in shown,
-            line=dict(color=colors[group], dash=dash), meta=str(run_id), text=[label + suffix] * len(curve),
+            name=label(group), legendgroup=group, showlegend=group not in shown,
+            line=dict(color=colors[group], dash=dash), meta=str(run_id), text=[name + suffix] * len(curve),
             hovertemplate=f"%{{text}}<br>%{{x}}: %{{y:{fmt}}}<extra></extra>"))
         shown.add(group)
     return traces
@@ -435,8 +435,8 @@ def gradcheck_bars(per_tensor: pd.DataFrame) -> go.Figure:
         marker_color=[VERDICT_COLORS.get(v, "#6e7781") for v in verdicts], customdata=verdicts,
         hovertemplate="%{x}<br>relative difference %{text}<br>%{customdata}<extra></extra>", name="tensors",
         showlegend=False))
-    for (value, label), color in zip(GRADCHECK_LINES, VERDICT_COLORS.values(), strict=True):
-        fig.add_hline(y=math.log10(value), line=dict(dash="dot", color=color), name=label, showlegend=True)
+    for (value, verdict), color in zip(GRADCHECK_LINES, VERDICT_COLORS.values(), strict=True):
+        fig.add_hline(y=math.log10(value), line=dict(dash="dot", color=color), name=verdict, showlegend=True)
     finite = heights[np.isfinite(heights)]
     bottom = min(float(finite.min()) if finite.size else -8.0, -8.0) - 1
     fig.update_layout(xaxis={"title": {"text": "parameter tensor"}},

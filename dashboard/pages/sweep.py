@@ -71,7 +71,7 @@ def content(reader: Reader, args: dict[str, str], values: dict[str, Any]) -> Any
     try:
         # flags of each trial's last snapshot: a table of hundreds of trials cannot read every history
         report = reader.cached("sweep_report", reader.key(parent), lambda: sweep_of(
-            reader.client, parent, reader.trial_runs(parent_id), every_snapshot=False))
+            reader.client, parent, reader.trial_runs(parent_id), every_snapshot=False, trials=trials))
     except Exception as err:
         notices.append(message(f"the sweep report could not be computed ({type(err).__name__}: {err}); "
                                "importance, flags and the refined space are missing", "warning"))
@@ -84,8 +84,9 @@ def content(reader: Reader, args: dict[str, str], values: dict[str, Any]) -> Any
         section("Summary", summary(trials, report)),
         section("Trials", runs_table(trials, settings, flags, best_id)),
         section("Dev error across the searched settings",
-                html.P("Each line is a trial; drag along an axis to select a range. Settings searched "
-                       "log-uniformly are drawn as log10."),
+                html.P("Each line is a trial, coloured by its dev error (yellow: the lowest); hover a line for "
+                       "the trial. Settings searched log-uniformly are drawn as log10. To keep a range of a "
+                       "setting, filter its column in the table above (e.g. < 0.01)."),
                 dcc.Graph(id=ids.PARALLEL, figure=parallel_coordinates(trials, settings, scales)),
                 dcc.Graph(figure=hyperparameter_scatter(trials, settings, scales))),
         section("Hyperparameter importance", *importance(report)),

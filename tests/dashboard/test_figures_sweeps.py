@@ -56,24 +56,40 @@ def test_axis_names_and_values_on_the_search_scale() -> None:
     assert on_scale(np.array([0.0, 1.0]), "log") is None  # no logarithm: the caller falls back to linear
 
 
+def parallel_lines(fig) -> tuple[list[str], dict[str, list[float]]]:
+    """The axes' names and, per trial (by name), its values on them, as the figure's lines carry them."""
+    lines: dict[str, list[float]] = {}
+    for trace in fig.data:
+        for x, value, name in zip(trace.x, trace.customdata, trace.text, strict=True):
+            if x is not None:
+                lines.setdefault(name, []).append(value)
+    return list(fig.layout.xaxis.ticktext), lines
+
+
 def test_parallel_coordinates_draw_log_settings_as_log10_and_categories_as_coded_axes() -> None:
     fig = parallel_coordinates(trials(), SETTINGS, SCALES)
-    dims = fig.data[0].dimensions
-    assert [d.label for d in dims] == ["log10(optim.lr)", "log10(1 - optim.beta1)", "model.width",
-                                       "model.activation", "dev error"]
-    np.testing.assert_allclose(dims[0].values, [-4.0, -2.0, -3.0])  # the diverged trial is left out
-    np.testing.assert_allclose(dims[1].values, [-1.0, -2.0, -3.0])
-    np.testing.assert_allclose(dims[2].values, [16, 64, 256])
-    assert list(dims[3].ticktext) == ["relu", "tanh"] and list(dims[3].values) == [1, 0, 0]
-    np.testing.assert_allclose(dims[4].values, [0.12, 0.32, 0.20])
-    np.testing.assert_allclose(fig.data[0].line.color, [0.12, 0.32, 0.20])
+    labels, lines = parallel_lines(fig)
+    assert labels == ["log10(optim.lr)", "log10(1 - optim.beta1)", "model.width", "model.activation", "dev error"]
+    assert sorted(lines) == ["t0", "t1", "t2"]  # the diverged trial is left out
+    np.testing.assert_allclose(lines["t0"], [-4.0, -1.0, 16, 1, 0.12])  # activation: relu 0, tanh 1
+    np.testing.assert_allclose(lines["t1"], [-2.0, -2.0, 64, 0, 0.32])
+    np.testing.assert_allclose(lines["t2"], [-3.0, -3.0, 256, 0, 0.20])
+    ticks = {a.text for a in fig.layout.annotations}
+    assert {"relu", "tanh", "-4", "-2", "16", "256", "0.12", "0.32"} <= ticks  # categories, each axis' ends
+    # heights: each axis from its lowest (0) to its highest value (1); categories a half step in from the ends
+    t0 = next(t for t in fig.data if "t0" in t.text)
+    heights = [y for y, name in zip(t0.y, t0.text, strict=True) if name == "t0"]
+    np.testing.assert_allclose(heights, [0.0, 1.0, 0.0, 0.75, 0.0])
+    # colour bands of the dev error: the best trial yellow, the worst dark; the best drawn last
+    assert fig.data[-1].line.color == "rgb(253, 231, 37)" and "t0" in fig.data[-1].text
+    assert "t1" in fig.data[0].text and fig.data[0].line.color == "rgb(68, 1, 84)"
     assert fig.layout.uirevision == UIREVISION
 
 
 def test_parallel_coordinates_without_a_scale_draw_numbers_linearly() -> None:
-    dims = parallel_coordinates(trials(), ["optim.lr"]).data[0].dimensions
-    assert dims[0].label == "optim.lr"
-    np.testing.assert_allclose(dims[0].values, [1e-4, 1e-2, 1e-3])
+    labels, lines = parallel_lines(parallel_coordinates(trials(), ["optim.lr"]))
+    assert labels == ["optim.lr", "dev error"]
+    assert [lines[name][0] for name in ("t0", "t1", "t2")] == pytest.approx([1e-4, 1e-2, 1e-3])
 
 
 @pytest.mark.parametrize("frame, params, said", [
@@ -200,3 +216,19 @@ def test_learning_curves_say_what_is_missing(frame: pd.DataFrame, beta: float, s
 def test_the_smoothing_control_value_becomes_a_beta_in_0_to_099() -> None:
     assert smoothing_beta(None) == 0.6 and smoothing_beta("x") == 0.6 and smoothing_beta(math.nan) == 0.6
     assert smoothing_beta(0.9) == 0.9 and smoothing_beta(1.0) == 0.99 and smoothing_beta(-1) == 0.0
+
+
+def test_store_text_reaches_the_figures_inert() -> None:
+    """Plotly renders <a href>, <b> and <span style> in labels and hover text: names and values from the store
+    arrive escaped."""
+    hostile = trials().assign(run_name=["<b>t0</b>", "t1", "t2", "t3"],
+                              **{"model.activation": ["<a href='https://x'>tanh</a>", "relu", "relu", "tanh"]})
+    coordinates = parallel_coordinates(hostile, SETTINGS, SCALES)
+    _, lines = parallel_lines(coordinates)
+    assert "&lt;b&gt;t0&lt;/b&gt;" in lines
+    assert "&lt;a href='https://x'&gt;tanh&lt;/a&gt;" in {a.text for a in coordinates.layout.annotations}
+    for fig in (coordinates, hyperparameter_scatter(hostile, SETTINGS, SCALES),
+                bias_variance_scatter(hostile, "model.activation", SCALES)):
+        shown = [t for trace in fig.data for t in (trace.text or ()) if t] + [trace.name or "" for trace in fig.data]
+        shown += [a.text for a in fig.layout.annotations]
+        assert shown and not [t for t in shown if "<b>" in t or "<a " in t]

@@ -163,8 +163,8 @@ def test_sweep_page_of_the_overfit_sweep(overfit_sweep) -> None:
         assert row["avoidable bias"] == pytest.approx(trial["train_error"] - trial["reference_error"])
         assert row["variance"] == pytest.approx(trial["dev_error"] - trial["train_error"])
 
-    parcoords = next(f for f in found["figures"] if f.data and f.data[0].type == "parcoords")
-    assert [d.label for d in parcoords.data[0].dimensions] == ["reg.l2", "dev error"]
+    parcoords = next(f for f in found["figures"] if f.layout.xaxis.ticktext)
+    assert list(parcoords.layout.xaxis.ticktext) == ["reg.l2", "dev error"]
     scatter = next(f for f in found["figures"] if f.data and f.data[0].type == "scatter"
                    and f.layout.xaxis.title.text == "reg.l2")
     assert sorted(scatter.data[0].x) == [0.0, 30.0]
@@ -202,8 +202,8 @@ def test_sweep_and_run_pages_of_the_init_study(init_study) -> None:
     assert {row["model.init"] for row in table.data} == {"zeros", "normal", "xavier", "he"}
     zeros = [row for row in table.data if row["model.init"] == "zeros"]
     assert all("identical_units" in row["flags"] for row in zeros)
-    parcoords = next(f for f in found["figures"] if f.data and f.data[0].type == "parcoords")
-    labels = [d.label for d in parcoords.data[0].dimensions]
+    parcoords = next(f for f in found["figures"] if f.layout.xaxis.ticktext)
+    labels = list(parcoords.layout.xaxis.ticktext)
     assert {"model.init", "model.activation"} <= set(labels) and labels[-1] == "dev error"
     importance = next(f for f in found["figures"] if f.data and f.data[0].type == "bar")
     assert set(importance.data[0].y) >= {"model.init", "model.activation"}

@@ -5,6 +5,7 @@ run. Assertions are on the values in the returned component tree."""
 
 from __future__ import annotations
 
+import html
 import math
 from pathlib import Path
 
@@ -102,7 +103,8 @@ def test_optimization_page_overlays_the_runs_on_one_data_set_grouped_by_learning
     assert [t.name for t in losses.data if t.showlegend] == ["optim.lr = 0.001", "optim.lr = 0.01", "optim.lr = 0.1"]
     np.testing.assert_allclose(train[2].x, [1, 2, 3])  # epochs counted from 1
     np.testing.assert_allclose(train[2].y, [1.0, 0.5, 0.3])  # smoothing 0: raw
-    assert train[0].text[0] == f"optim.lr = 0.001 ({MARKUP}) (train/loss)"  # the name as plain text
+    # the name as text Plotly shows literally (it reads <a>, <b>, <span> in hover text)
+    assert train[0].text[0] == f"optim.lr = 0.001 ({html.escape(MARKUP, quote=False)}) (train/loss)"
 
     rates = figure_with(found, "learning rate")
     assert rates.layout.yaxis.type == "log"

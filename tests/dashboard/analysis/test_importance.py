@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import RandomForestRegressor
 
-from dashboard.analysis.importance import METHOD, hyperparameter_importance
+from dashboard.analysis.importance import METHOD, N_TREES, hyperparameter_importance
 
 
 def _lr_sweep(n: int, data_seed: int = 0) -> pd.DataFrame:
@@ -54,7 +54,7 @@ def test_the_score_is_the_weighted_variance_of_the_marginal_over_the_forest_vari
     imp = hyperparameter_importance(trials, ["depth", "width"], "dev/error", seed=3)
 
     features = trials[["depth", "width"]].to_numpy(dtype=float)
-    forest = RandomForestRegressor(n_estimators=200, random_state=3, min_samples_leaf=1).fit(
+    forest = RandomForestRegressor(n_estimators=N_TREES, random_state=3, min_samples_leaf=1).fit(
         features, trials["dev/error"])
     values, counts = np.unique(features[:, 0], return_counts=True)
     marginal = []
