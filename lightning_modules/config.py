@@ -8,6 +8,7 @@ types list the allowed names.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,8 +31,10 @@ def _range(**bounds: float) -> dict[str, Any]:
     return {"range": bounds}
 
 
-_BOUND_TESTS = {"ge": (float.__ge__, ">="), "gt": (float.__gt__, ">"), "le": (float.__le__, "<="),
-                "lt": (float.__lt__, "<")}
+# Compared as the numbers they are: float() of a 400-digit integer would overflow.
+_BOUND_TESTS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="),
+                "lt": (operator.lt, "<")}
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are unsigned 32-bit
 
 
 def check_range(value: Any, bounds: dict[str, float] | None, dotted: str) -> None:
@@ -42,7 +45,7 @@ def check_range(value: Any, bounds: dict[str, float] | None, dotted: str) -> Non
         if not isinstance(item, int | float) or isinstance(item, bool):
             continue  # the type check names non-numbers
         for name, bound in bounds.items():
-            if not _BOUND_TESTS[name][0](float(item), float(bound)):
+            if not _BOUND_TESTS[name][0](item, bound):
                 allowed = " and ".join(f"{_BOUND_TESTS[n][1]} {b}" for n, b in bounds.items())
                 shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
                 raise ConfigError(f"{dotted} = {shown} is out of range; allowed: {allowed}")
@@ -90,7 +93,7 @@ class DataConfig:
     path: str | None = None  # csv / parquet file
     target: str | None = None  # csv / parquet label column
     layout: Layout = "auto"  # digits: "image" (8x8, default) or "flat" (64)
-    seed: int = 0
+    seed: int = field(default=0, metadata=_range(ge=0, le=MAX_SEED))
     n_samples: int = field(default=2000, metadata=_range(ge=20))  # moons, circles, teacher_student
     n_features: int = field(default=20, metadata=_range(ge=1))  # teacher_student
     n_classes: int = field(default=4, metadata=_range(ge=2))  # teacher_student
@@ -140,7 +143,7 @@ class TrainConfig:
     early_stopping: bool = True
     # Epochs without a better dev error; MNIST-1D's dev error is noisy, and 10 stops too soon.
     patience: int = field(default=20, metadata=_range(ge=1))
-    seed: int = 0
+    seed: int = field(default=0, metadata=_range(ge=0, le=MAX_SEED))
     accelerator: str = "auto"
     devices: int = 1  # one process on one device; data-parallel workers are not available yet
     precision: str = "32-true"

@@ -18,6 +18,8 @@ not averages of per-batch averages. Losses are batch-size-weighted means over th
 
 from __future__ import annotations
 
+import pickle
+import re
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,6 +72,40 @@ class ErrorRate(Metric):
         return self.wrong.double().div(self.total).float()
 
 
+class CheckpointError(ValueError):
+    """A checkpoint fitlens will not load: missing, not a PyTorch file, or holding more than tensors and values."""
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at `path`, read onto the CPU with `torch.load(weights_only=True)`: tensors, numbers,
+    strings and containers of them, never arbitrary objects, so reading cannot run code from the file (a
+    pickle's __reduce__ calling os.system, say). Anything else raises CheckpointError naming the path and
+    what the file asked for. Every path in fitlens that reads a checkpoint goes through here first."""
+    shown = repr(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {shown} does not exist") from None
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"checkpoint {shown} is refused: {_refusal(err)}; fitlens reads checkpoints with "
+                              "torch.load(weights_only=True), which never runs code from the file") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:  # cut short, not a zip, a folder, ...
+        raise CheckpointError(f"checkpoint {shown} is not a PyTorch checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200] if str(err) else ''})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {shown} holds a {type(state).__name__}, not a dict of tensors")
+    return state
+
+
+def _refusal(err: pickle.UnpicklingError) -> str:
+    """What a weights-only load refused, from torch's message: the global the file imports, or the opcode."""
+    imported = re.search(r"GLOBAL (\S+)", str(err))
+    if imported:
+        return f"it asks to import {imported.group(1)}"
+    opcode = re.search(r"Unsupported operand \S+", str(err))
+    return f"it holds more than tensors and plain values ({opcode.group(0) if opcode else 'not a plain pickle'})"
+
+
 def _as_config(cls: type[_Config], value: _Config | dict[str, Any]) -> _Config:
     # Checkpoints keep the configs as plain dicts (see FitModule.__init__); accept both forms.
     if isinstance(value, cls):
@@ -96,7 +132,8 @@ class FitModule(pl.LightningModule):
 
     `self.hparams` holds optim and reg as plain dicts (and m_train, max_epochs), so a checkpoint loads
     with `torch.load(weights_only=True)`. To restore a checkpoint, rebuild the net and either call
-    `FitModule.load_from_checkpoint(path, net=net)` or `module.load_weights(path)`.
+    `FitModule.load_from_checkpoint(path, net=net)` or `module.load_weights(path)`; both read it with
+    `load_checkpoint` (weights only) and refuse one that holds anything else.
     """
 
     def __init__(
@@ -193,9 +230,24 @@ class FitModule(pl.LightningModule):
             return {"optimizer": optimizer}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, map_location: Any = None, hparams_file: str | Path | None = None,
+        strict: bool | None = None, weights_only: bool | None = True, **kwargs: Any,
+    ) -> FitModule:
+        """Lightning's load_from_checkpoint, with weights_only=True always (Lightning passes None on to
+        torch.load, which the environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns into a full
+        unpickling); the file is vetted by `load_checkpoint` first, for a clear CheckpointError."""
+        if weights_only is False:
+            raise CheckpointError("weights_only=False is not allowed: a FitModule checkpoint holds only tensors and "
+                                  "plain values, and a file that needs more may run code when it is read")
+        load_checkpoint(checkpoint_path)
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                            strict=strict, weights_only=True, **kwargs)
+
     def load_weights(self, path: str | Path) -> None:
         """Load the net's weights from a Lightning checkpoint of a FitModule, or from a saved net state_dict."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
         if "state_dict" in state:  # a Lightning checkpoint: keys are "net.<name>"
             state = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
         self.net.load_state_dict(state)

@@ -39,6 +39,7 @@ import dataclasses
 import difflib
 import itertools
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -49,7 +50,17 @@ import numpy as np
 import yaml
 
 from lightning_modules.config import ConfigError, RunConfig
-from tracking.config import as_float, build_dataclass, config_to_dict, parse_override, read_yaml, set_dotted, show_value
+from tracking.config import (
+    INT64,
+    as_float,
+    build_dataclass,
+    check_tree,
+    config_to_dict,
+    parse_override,
+    read_yaml,
+    set_dotted,
+    show_value,
+)
 
 __all__ = [
     "DISTRIBUTIONS", "Distribution", "Resources", "SmokeConfig", "SweepConfig", "apply", "grid_points",
@@ -323,6 +334,7 @@ def sweep_from_dict(raw: Mapping[str, Any]) -> SweepConfig:
     """Build and check a `SweepConfig` from a nested mapping: every error names its field."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"a sweep file must hold a mapping (name, base, space, ...), got {show_value(raw)}")
+    check_tree(raw, "the sweep")
     raw = dict(raw)
     space_raw = raw.pop("space", None)
     base_raw = raw.get("base") or {}
@@ -343,7 +355,10 @@ def _parse_space(raw: Any, base: RunConfig) -> dict[str, Distribution]:
     base_dict = config_to_dict(base)
     space = {}
     for key, spec in raw.items():
-        dist = _parse_distribution(str(key), spec)
+        if not isinstance(key, str) or not key.isprintable():
+            raise ConfigError(f"space: the key {show_value(key)} is not a dotted run-config key such as optim.lr or "
+                              f"model.width")
+        dist = _parse_distribution(key, spec)
         for value in dist.values:
             try:
                 _apply_dict(base_dict, {key: value})
@@ -376,10 +391,14 @@ def _parse_distribution(key: str, spec: Any) -> Distribution:
         low, high = args
         if low > high:
             raise ConfigError(f"{where}: the bounds are reversed; expected low <= high")
+        if low < INT64[0] or high >= INT64[1]:  # Ray draws from [low, high + 1): that must fit in 64 bits too
+            raise ConfigError(f"{where}: randint bounds must lie from {INT64[0]} to {INT64[1] - 1}")
         return Distribution(kind, (low, high))
     low, high = (as_float(a, f"space.{key}") for a in args)
     if not low < high:
         raise ConfigError(f"{where}: the bounds are reversed or equal; expected low < high")
+    if kind == "uniform" and not math.isfinite(high - low):
+        raise ConfigError(f"{where}: the range high - low overflows (it must be at most {sys.float_info.max:.4g})")
     if kind == "loguniform" and low <= 0:
         raise ConfigError(f"{where}: loguniform bounds must be > 0 (the log of {low:g} is undefined)")
     if kind == "loguniform_one_minus" and not (0 <= low and high < 1):
