@@ -13,7 +13,7 @@ PORT ?= 8050
 DEMO_EPOCHS ?= 4
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser demo dashboard train sweep sweep-resume smoke report test bench lint mlflow-ui clean
+.PHONY: help setup browser demo dashboard train sweep sweep-resume smoke report server test bench lint mlflow-ui clean
 
 help: ## Show this help.
 	@echo "fitlens: make <target>"
@@ -51,6 +51,12 @@ report: setup ## Diagnose a recorded run or sweep: RUN=<run id or sweep parent r
 	@if [ -z "$(RUN)" ]; then echo "make report: set RUN=<run id> (a run's, or a sweep's parent run's; see make mlflow-ui)" >&2; exit 2; fi
 	$(VENV)/bin/fitlens report $(RUN) $(ARGS)
 
+# The server's port defaults to MLflow's 5000, not the dashboard's 8050; PORT given to make still wins.
+SERVER_PORT = $(if $(filter file,$(origin PORT)),5000,$(PORT))
+
+server: setup ## Serve a team's MLflow tracking server on PostgreSQL at 127.0.0.1:5000 (PORT=5000); ARGS="--host 0.0.0.0".
+	$(VENV)/bin/fitlens server --port $(SERVER_PORT) $(ARGS)
+
 browser: ## Install Debian's chromium and chromium-driver for the dashboard's browser test (once, needs root).
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ $$( [ "$$(id -u)" = 0 ] || echo sudo -n ) apt-get install -y -q chromium chromium-driver >/dev/null || \
@@ -63,10 +69,11 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	touch $@
 
-bench: $(VENV)/.bench-installed ## Measure what diagnostics and sweeps cost, side by side (prints the README's tables).
+bench: $(VENV)/.bench-installed ## Measure diagnostics, sweeps, the dashboard and the write path, side by side (prints the README's tables).
 	$(PY) benchmarks/bench_diagnostics.py $(ARGS)
 	$(PY) benchmarks/bench_sweeps.py
 	$(PY) benchmarks/bench_dashboard.py
+	$(PY) benchmarks/bench_tracking.py
 
 lint: setup ## Run ruff.
 	$(VENV)/bin/ruff check .

@@ -36,11 +36,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(command: list[str], port: int, timeout: float = 90, cwd: Path | None = None) -> subprocess.Popen:
+def start_server(command: list[str], port: int, timeout: float = 90, cwd: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start `command` (a server on `port`) and return once the port accepts connections; a server that exits
-    first fails the test with its output."""
+    first fails the test with its output. `extra_env` is added to `env()` (e.g. the backend a server uses)."""
     log = tempfile.TemporaryFile("w+")  # not a pipe: a chatty server would block once a pipe's buffer is full
-    proc = subprocess.Popen(command, cwd=cwd, env=env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(command, cwd=cwd, env={**env(), **(extra_env or {})}, stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

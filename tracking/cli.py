@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_sweep_parsers(commands)
     _add_diagnosis_parsers(commands)
     _add_dashboard_parser(commands)
+    _add_server_parser(commands)
     return parser
 
 
@@ -415,6 +416,38 @@ def _dashboard(args: argparse.Namespace) -> int:
 
     serve(args.tracking_uri, args.host, args.port)
     return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# fitlens server
+
+
+def _add_server_parser(commands: Any) -> None:
+    from tracking.server import ARTIFACTS_ENV, BACKEND_ENV, DEFAULT_ARTIFACTS, DEFAULT_BACKEND_URI, DEFAULT_PORT
+
+    server = commands.add_parser(
+        "server", help="serve a shared MLflow tracking server on PostgreSQL, for a team",
+        description=f"Run `mlflow server` with a PostgreSQL backend store ({BACKEND_ENV}, default "
+        f"{DEFAULT_BACKEND_URI}; the database is created if missing) and proxied artifacts ({ARTIFACTS_ENV}, "
+        f"default ./{DEFAULT_ARTIFACTS}), bound to 127.0.0.1 unless --host says otherwise, with MLflow's "
+        "security middleware on. Point clients at it with MLFLOW_TRACKING_URI=http://HOST:PORT. Further "
+        "`mlflow server` options follow a --, e.g. `fitlens server -- --workers 2 --app-name basic-auth`.",
+    )
+    server.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine "
+                        "only; 0.0.0.0 exposes the server to the network: only behind a firewall or proxy)")
+    server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    server.add_argument("--allowed-hosts", metavar="HOSTS", help="comma-separated Host headers the server "
+                        "answers, host or host:port, * a wildcard, e.g. 'mlflow.example.com,localhost:*'; they "
+                        "replace MLflow's default: localhost and private addresses, any port")
+    server.add_argument("mlflow_args", nargs="*", metavar="-- MLFLOW_OPTION",
+                        help="further `mlflow server` options, after --")
+    server.set_defaults(handler=_server)
+
+
+def _server(args: argparse.Namespace) -> int:
+    from tracking.server import serve, server_settings
+
+    serve(server_settings(args.host, args.port, args.allowed_hosts, args.mlflow_args))  # fail before starting
 
 
 if __name__ == "__main__":

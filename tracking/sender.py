@@ -63,6 +63,11 @@ def main(argv: list[str]) -> int:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     sys.stdout = sys.stderr  # nothing but answers may reach the pipe
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # Against a tracking server, MLflow's HTTP client retries a refused connection itself, waiting up to 2 min
+    # between tries: a server back after a minute's outage would see the points a minute later still, and
+    # retry_for_s would bound nothing. One try per attempt leaves the waiting to run_with_retries (<= 5 s apart,
+    # within retry_for_s); an explicit MLFLOW_HTTP_REQUEST_MAX_RETRIES is kept.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)

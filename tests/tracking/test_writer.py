@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.commands import env
 from tracking.sender import run_with_retries
 from tracking.store import experiment_id
 from tracking.writer import RunWriter, metric_batches
@@ -96,21 +98,21 @@ print(run_id)
 """
 
 
-def test_concurrent_writers_to_the_embedded_store_lose_no_points(tmp_path) -> None:
-    """8 processes (as 8 trials of a sweep, or 8 `fitlens train` at once) open one new SQLite store and write
-    to it at once: the store's tables are created once, every point is stored exactly once, and no
-    'database is locked' reaches any of them."""
+def write_concurrently(uri: str, writers: int = 8, steps: int = 100, keys: int = 20,
+                       symptoms: tuple[str, ...] = ("database is locked",)) -> None:
+    """`writers` processes of CONCURRENT_WRITER at once into `uri`: each exits 0 with none of `symptoms` in its
+    stderr, and afterwards every run is FINISHED with its 150 params and every point stored exactly once."""
     import subprocess
     import sys
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    writers, steps, keys = 8, 100, 20
     procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, uri, str(i), str(steps), str(keys)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(writers)]
+                              cwd=Path(__file__).resolve().parents[2], env=env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(writers)]
     outputs = [p.communicate(timeout=600) for p in procs]
     for proc, (_out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
-        assert "database is locked" not in err
+        for symptom in symptoms:
+            assert symptom not in err.lower(), err
     client = MlflowClient(uri)
     runs = client.search_runs([experiment_id(client, "concurrent")], max_results=100)
     assert len(runs) == writers
@@ -121,6 +123,13 @@ def test_concurrent_writers_to_the_embedded_store_lose_no_points(tmp_path) -> No
             history = client.get_metric_history(run.info.run_id, f"k{k}")
             assert sorted(m.step for m in history) == list(range(steps))  # each step once, none missing
             assert sorted(m.value for m in history) == [index * 1e6 + s * 100 + k for s in range(steps)]
+
+
+def test_concurrent_writers_to_the_embedded_store_lose_no_points(tmp_path) -> None:
+    """8 processes (as 8 trials of a sweep, or 8 `fitlens train` at once) open one new SQLite store and write
+    to it at once: the store's tables are created once, every point is stored exactly once, and no
+    'database is locked' reaches any of them."""
+    write_concurrently(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
 def test_a_resumed_writer_skips_the_steps_the_store_holds(run) -> None:
