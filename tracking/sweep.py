@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler
@@ -51,8 +53,10 @@ from tracking.layout import (
     BEST_RUN_TAG,
     DIVERGED_TAG,
     ERROR_TAG,
+    HOST_TAG,
     PARENT_RUN_TAG,
     POINT_TAG,
+    RAY_NODE_TAG,
     REFINED_FROM_TAG,
     RESUMED_TAG,
     SEARCH_SPACE_FILE,
@@ -65,6 +69,7 @@ from tracking.layout import (
 from tracking.recording import Recording, recorded_run, stored_steps
 from tracking.store import client_for, experiment_id, is_embedded, quiet_libraries, retrying, tracking_uri
 from tracking.sweep_config import SweepConfig, apply, dump_sweep, with_smoke
+from tracking.sweep_store import search_trials, write_trials
 from tracking.train import Prepared, fit, prepare
 from tracking.writer import RunWriter, log_params
 
@@ -118,6 +123,7 @@ def run_trial(point: dict[str, Any], job: TrialJob) -> None:
         PARENT_RUN_TAG: job.parent_run_id, SWEEP_TAG: job.parent_run_id, TRIAL_TAG: trial_id,
         POINT_TAG: json.dumps(job.values(point), default=str)[:5000],
         "fitlens.dataset": cfg.data.name, "fitlens.arch": cfg.module or cfg.model.arch,
+        RAY_NODE_TAG: ray.get_runtime_context().get_node_id(), HOST_TAG: os.uname().nodename,
     }
     if existing is not None and checkpoint is not None:
         _wait_for_old_sender(checkpoint, existing)
@@ -138,8 +144,9 @@ def _record_trial(job: TrialJob, cfg: RunConfig, prepared: Prepared | Exception,
     with recorded_run(config, job.tracking_uri, tags, resume_run_id=existing) as run:
         if isinstance(prepared, Exception):
             raise prepared
-        if existing is not None:  # PBT changes a trial's point when it exploits another trial
-            retrying(client.set_tag, run.run_id, POINT_TAG, tags[POINT_TAG])
+        if existing is not None:  # PBT changes a trial's point when it exploits another trial; a retry may
+            for key in (POINT_TAG, RAY_NODE_TAG, HOST_TAG):  # run on another node
+                retrying(client.set_tag, run.run_id, key, tags[key])
         if job.sweep.resources.workers > 1:
             _fit_data_parallel(job, prepared.config, run.run_id, trial_id)
             return
@@ -291,8 +298,9 @@ def run_sweep(
     if resumed:
         # Runs left RUNNING by a driver that died (SIGKILL) are KILLED; the trials Tune continues reopen theirs.
         _close_running_trials(client, job)
-    started_ray = _init_ray()
+    started_ray = False
     try:
+        started_ray = _init_ray()  # inside: a cluster that refuses the driver leaves the parent KILLED, not RUNNING
         results = _tune(job, folder, resumed, progress)
     except BaseException:
         _close_running_trials(client, job)
@@ -300,8 +308,6 @@ def run_sweep(
         raise
     finally:
         if started_ray:
-            import ray
-
             ray.shutdown()
     summary = _summarize(client, job, results)
     # Ctrl-C: Tune's own handler stops the trials and saves the experiment, and fit() returns. Some trials
@@ -317,6 +323,12 @@ def run_sweep(
         retrying(client.set_tag, parent, BEST_RUN_TAG, summary["best_run_id"])
         retrying(client.log_metric, parent, f"best/{sweep.metric}", summary["best_value"])
     retrying(client.set_terminated, parent, "FINISHED")
+    try:
+        write_trials(client, parent)
+    except Exception as err:  # the sweep is done; only reading it back gets slower
+        print(f"fitlens sweep: the trials file was not written ({type(err).__name__}: {err}); readers search "
+              "the store instead", file=sys.stderr)
+    _remove_tune_state(folder, parent)
     return summary
 
 
@@ -325,14 +337,25 @@ def sweep_hash(sweep: SweepConfig, uri: str) -> str:
     return hashlib.sha256(f"{uri}\n{dump_sweep(sweep)}".encode()).hexdigest()[:16]
 
 
-def sweeps_folder(uri: str) -> Path:
+def sweeps_folder(uri: str) -> str:
     """Where Tune keeps each sweep's state and trial checkpoints: beside an embedded store, else in the
-    working directory (FITLENS_SWEEPS_DIR overrides both)."""
-    if os.environ.get("FITLENS_SWEEPS_DIR"):
-        return Path(os.environ["FITLENS_SWEEPS_DIR"]).resolve()
+    working directory. FITLENS_SWEEPS_DIR overrides both: a folder, or a storage URI Ray takes (s3://,
+    gs://, file://). On a cluster of several machines every node writes its trials' checkpoints there, so
+    it must be one they all reach (Ray fails a trial that reports a checkpoint to a folder it cannot see)."""
+    given = os.environ.get("FITLENS_SWEEPS_DIR")
+    if given:
+        return given.rstrip("/") if "://" in given else str(Path(given).resolve())
     if is_embedded(uri):
-        return Path(uri.removeprefix("sqlite:///")).parent.resolve() / SWEEPS_DIR
-    return Path.cwd() / SWEEPS_DIR
+        return str(Path(uri.removeprefix("sqlite:///")).parent.resolve() / SWEEPS_DIR)
+    return str(Path.cwd() / SWEEPS_DIR)
+
+
+def _remove_tune_state(folder: str, parent_run_id: str) -> None:
+    """Tune's state of a FINISHED sweep and its trials' checkpoints (every epoch's: see `_tune`) are removed
+    from a local folder: a finished sweep is never continued (the same command starts a new one), and each
+    trial's kept best checkpoint is in its MLflow run. Under a storage URI they are left to the user."""
+    if "://" not in folder:
+        shutil.rmtree(Path(folder) / parent_run_id, ignore_errors=True)
 
 
 def _unfinished_parent(client: MlflowClient, exp_id: str, identity: str) -> str | None:
@@ -363,8 +386,6 @@ def _create_parent(client: MlflowClient, exp_id: str, sweep: SweepConfig, identi
 
 def _init_ray() -> bool:
     """Join the cluster at RAY_ADDRESS, else start a local one; True when this process started it."""
-    import ray
-
     if ray.is_initialized():
         return False
     env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}  # trials see the working directory's relative paths (CSV data)
@@ -384,7 +405,7 @@ def _init_ray() -> bool:
     return True
 
 
-def _tune(job: TrialJob, folder: Path, resumed: bool, progress: bool) -> Any:
+def _tune(job: TrialJob, folder: str, resumed: bool, progress: bool) -> Any:
     sweep = job.sweep
     trainable = tune.with_parameters(run_trial, job=job)
     res = sweep.resources
@@ -393,20 +414,23 @@ def _tune(job: TrialJob, folder: Path, resumed: bool, progress: bool) -> Any:
         trainable = tune.with_resources(trainable, {"cpu": 0.01})
     else:
         trainable = tune.with_resources(trainable, {"cpu": res.cpus, "gpu": res.gpus})
-    path = folder / job.parent_run_id
-    if resumed and tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True,
+    path = f"{folder}/{job.parent_run_id}"  # a folder or a URI
+    if resumed and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=_param_space(job))
     else:
         tune_config = tune.TuneConfig(
-            metric=sweep.metric, mode="min", num_samples=sweep.num_samples,
-            max_concurrent_trials=sweep.max_concurrent, scheduler=_scheduler(job), search_alg=_searcher(sweep),
+            # max_concurrent is the searcher's own: Tune ignores max_concurrent_trials beside a searcher object.
+            metric=sweep.metric, mode="min", num_samples=sweep.num_samples, scheduler=_scheduler(job),
+            search_alg=_searcher(sweep),
         )
         run_config = tune.RunConfig(
-            name=job.parent_run_id, storage_path=str(folder), verbose=0, callbacks=[TrialRuns(job, progress)],
+            name=job.parent_run_id, storage_path=folder, verbose=0, callbacks=[TrialRuns(job, progress)],
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-            # PBT restores a trial from another trial's checkpoint, which must still be there: keep them all.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
+            # Keep them all. PBT restores a trial from another trial's checkpoint, which must still be there; and
+            # Tune deletes a trial's old checkpoints before it saves the experiment state that stops naming
+            # them, so a driver killed in between (SIGKILL) would leave a state that no resume can restore.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         )
         tuner = tune.Tuner(trainable, param_space=_param_space(job), tune_config=tune_config, run_config=run_config)
     return tuner.fit()
@@ -436,7 +460,7 @@ def _searcher(sweep: SweepConfig) -> Any:
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     if sweep.search != "tpe":
-        return BasicVariantGenerator(random_state=sweep.base.train.seed)
+        return BasicVariantGenerator(random_state=sweep.base.train.seed, max_concurrent=sweep.max_concurrent)
     from ray.tune.search.optuna import OptunaSearch
 
     return ConcurrencyLimiter(OptunaSearch(seed=sweep.base.train.seed), max_concurrent=sweep.max_concurrent)
@@ -530,8 +554,7 @@ class TrialRuns(tune.Callback):
 
 def _trial_runs(client: MlflowClient, job: TrialJob) -> dict[str, Any]:
     """trial id -> the child run of the sweep."""
-    runs = retrying(client.search_runs, [job.experiment_id], max_results=5000,
-                    filter_string=f"tags.`{SWEEP_TAG}` = '{job.parent_run_id}'")
+    runs = search_trials(client, retrying(client.get_run, job.parent_run_id))
     return {r.data.tags[TRIAL_TAG]: r for r in runs}
 
 

@@ -17,12 +17,13 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from lightning_modules.config import ConfigError, RunConfig, import_object
 from lightning_modules.data import build_datamodule
 from lightning_modules.models import build_model
-from lightning_modules.module import FitModule, evaluate
+from lightning_modules.module import FitModule, evaluate, load_checkpoint
 from lightning_modules.optim import check_optim_config
 from tracking.callback import DiagnosticsCallback
 from tracking.diagnostics import resolve, select_layers
 from tracking.layout import CHECKPOINT_DIR, DIVERGED_TAG, M_TRAIN_TAG
 from tracking.recording import Recording, recorded_run
+from tracking.signals import Terminated
 from tracking.store import quiet_libraries, retrying
 from tracking.writer import MlflowLogger
 
@@ -102,6 +103,19 @@ def torch_threads(cfg: RunConfig) -> int:
     return cfg.train.threads or max(1, len(os.sched_getaffinity(0)) - 1)
 
 
+class KeptCheckpoint(ModelCheckpoint):
+    """The best-dev checkpoint, replaced whole: saved under a temporary name in its folder, then renamed over
+    the old one (os.replace), so a reader, or a signal that stops the save, never meets half a file.
+    (Lightning's own save renames only when the system's temporary folder is on the same disk.)"""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        partial = f"{filepath}.partial"
+        super()._save_checkpoint(trainer, partial)
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)
+        self._last_checkpoint_saved = filepath
+
+
 class DivergenceStop(pl.Callback):
     """Stops training at the end of the first epoch whose training loss is NaN or infinite, and tags the
     run with where (a sweep goes on with its other trials; the kept weights are the last good ones).
@@ -143,8 +157,8 @@ def fit(
             return fit(prepared, run, progress, callbacks, tmp, resume_from, trainer_args)
     cfg, datamodule, module, writer = prepared.config, prepared.datamodule, prepared.module, run.writer
     torch.set_num_threads(torch_threads(cfg))
-    checkpoint = ModelCheckpoint(dirpath=workdir, filename="best", monitor=MONITOR, mode="min",
-                                 save_top_k=1, auto_insert_metric_name=False)
+    checkpoint = KeptCheckpoint(dirpath=workdir, filename="best", monitor=MONITOR, mode="min",
+                                save_top_k=1, auto_insert_metric_name=False)
     divergence = DivergenceStop(run)
     all_callbacks: list[pl.Callback] = [checkpoint, divergence]
     if resolve(cfg.diagnostics).enabled:
@@ -174,11 +188,21 @@ def fit(
         from ray.train.lightning import prepare_trainer
 
         trainer = prepare_trainer(trainer)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    if resume_from is not None:
+        load_checkpoint(resume_from)  # weights only, or a CheckpointError before Lightning reads it
+    # weights_only=True said outright: Lightning's None lets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD unpickle anything.
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    except (Terminated, KeyboardInterrupt, SystemExit):
+        # Stopped mid-fit (SIGTERM; Ctrl-C, which Lightning turns into SystemExit): the run keeps the best
+        # weights it reached, logged before it is marked KILLED.
+        if trainer.is_global_zero and checkpoint.best_model_path and os.path.exists(checkpoint.best_model_path):
+            run.client.log_artifact(run.run_id, checkpoint.best_model_path, CHECKPOINT_DIR)
+        raise
     last_epoch = {key: float(value) for key, value in trainer.callback_metrics.items()}
     best = checkpoint.best_model_path or None
     # The test set is touched once, at the end, with the kept (best-dev) weights.
-    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
     summary = {key: float(trainer.callback_metrics[key])
                for key in ("test/error", "test/loss") if key in trainer.callback_metrics}
     if isinstance(module, FitModule):

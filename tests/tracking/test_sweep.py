@@ -28,7 +28,9 @@ from tracking.layout import (
     STOPPED_TAG,
     SWEEP_TAG,
     TRIAL_TAG,
+    TRIALS_TAG,
 )
+from tracking.sweep_store import search_trials, trial_runs
 
 MOONS = {"name": "moons", "n_samples": 600, "batch_size": 50}
 
@@ -100,6 +102,12 @@ def test_parent_and_child_runs_are_linked(asha_sweep) -> None:
     space = yaml.safe_load((folder / "mlartifacts" / parent.info.run_id / "artifacts" / SEARCH_SPACE_FILE).read_text())
     assert space["space"]["optim.lr"] == {"grid": [0.03, 1.0e-5, 0.01, 2.0e-5]}
     assert space["scheduler"] == "asha"
+    assert not (folder / "sweeps" / parent.info.run_id).exists()  # Tune's state and checkpoints: removed
+    # the finished sweep keeps its trials in one file, which readers use in place of a search
+    assert parent.data.tags[TRIALS_TAG] == str(parent.info.end_time)
+    kept = trial_runs(client, parent)
+    assert [r.info.run_id for r in kept] == [r.info.run_id for r in search_trials(client, parent)]
+    assert {r.info.run_id: r.data.metrics for r in kept} == {r.info.run_id: r.data.metrics for r in runs}
 
 
 def test_asha_stops_some_trials_early_and_tags_where_and_why(asha_sweep) -> None:
