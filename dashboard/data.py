@@ -17,12 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+from mlflow.utils.file_utils import local_file_uri_to_path
 
 from lightning_modules.config import ConfigError
 from tracking.layout import (
@@ -236,10 +238,6 @@ def safe_artifact_path(path: str, artifact_uri: str | None = None) -> str:
         raise DataError(f"artifact path {str(path)[:80]!r} is refused: expected a relative path of plain names "
                         "(letters, digits, _ . -), without '..', a leading '/', '\\', '%' or NUL")
     if artifact_uri is not None:
-        from urllib.parse import urlparse
-
-        from mlflow.utils.file_utils import local_file_uri_to_path
-
         if urlparse(artifact_uri).scheme in ("", "file"):
             root = Path(local_file_uri_to_path(artifact_uri)).resolve()
             if not (root / path).resolve().is_relative_to(root):

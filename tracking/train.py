@@ -116,6 +116,12 @@ class KeptCheckpoint(ModelCheckpoint):
         self._last_checkpoint_saved = filepath
 
 
+def _log_checkpoint(run: Recording, path: str) -> None:
+    """The kept checkpoint into the run's artifacts (checkpoints/best.ckpt), at the end of a fit or when it is
+    stopped."""
+    retrying(run.client.log_artifact, run.run_id, path, CHECKPOINT_DIR)
+
+
 class DivergenceStop(pl.Callback):
     """Stops training at the end of the first epoch whose training loss is NaN or infinite, and tags the
     run with where (a sweep goes on with its other trials; the kept weights are the last good ones).
@@ -197,7 +203,7 @@ def fit(
         # Stopped mid-fit (SIGTERM; Ctrl-C, which Lightning turns into SystemExit): the run keeps the best
         # weights it reached, logged before it is marked KILLED.
         if trainer.is_global_zero and checkpoint.best_model_path and os.path.exists(checkpoint.best_model_path):
-            run.client.log_artifact(run.run_id, checkpoint.best_model_path, CHECKPOINT_DIR)
+            _log_checkpoint(run, checkpoint.best_model_path)
         raise
     last_epoch = {key: float(value) for key, value in trainer.callback_metrics.items()}
     best = checkpoint.best_model_path or None
@@ -219,7 +225,7 @@ def fit(
                            step=trainer.global_step)
         writer.flush()
         if best:
-            run.client.log_artifact(run.run_id, best, CHECKPOINT_DIR)
+            _log_checkpoint(run, best)
     summary["epochs"] = trainer.current_epoch
     summary["diverged"] = divergence.where
     return summary
