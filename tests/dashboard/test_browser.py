@@ -80,6 +80,11 @@ def open_page(browser, url: str, expect: str, timeout: float = 60) -> str:
     raise AssertionError(f"{url}: {expect!r} never appeared; the page says:\n{text[:3000]}")
 
 
+# Traces Plotly found no module for (a type missing from the cartesian bundle the dashboard loads): their types.
+UNDRAWN_TRACES = """return Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .flatMap(gd => (gd._fullData || []).filter(t => !t._module).map(t => t.type));"""
+
+
 def console_errors(browser) -> list[str]:
     return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
 
@@ -120,6 +125,8 @@ def test_every_page_renders_its_content_with_a_clean_console(served, browser, tm
         assert "this view failed" not in text, f"{path}: {text[:2000]}"
         assert browser.find_elements("css selector", ".js-plotly-plot") or name == "home", f"{path}: no figure"
         assert console_errors(browser) == [], f"{path}: {console_errors(browser)}"
+        assert browser.execute_script(UNDRAWN_TRACES) == [], f"{path}: traces the Plotly bundle cannot draw"
+        assert "[native code]" in browser.execute_script("return String.prototype.trim.toString()")
         screenshot(browser, name, tmp_path)
     # the sweep page's table has a row per trial (named by its trial id), and the zeros trials' flags
     text = open_page(browser, f"{base}/sweep/{runs['init']['parent_run_id']}", "Hyperparameter importance")
