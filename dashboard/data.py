@@ -6,6 +6,7 @@ layout they read is the one `tracking` writes (DESIGN.md, `tracking.layout`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -22,10 +23,14 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 import yaml
-from mlflow.entities import Run
+from mlflow.artifacts import download_artifacts
+from mlflow.entities import Metric, Run
+from mlflow.store.tracking.dbmodels.models import SqlMetric
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
+from dashboard.analysis.thresholds import DEFAULT
 from lightning_modules.config import ConfigError
 from tracking.layout import (
     BEST_RUN_TAG,
@@ -33,23 +38,29 @@ from tracking.layout import (
     DIVERGED_TAG,
     ERROR_TAG,
     GRADCHECK_REPORT,
+    KEPT_FILE,
     M_TRAIN_TAG,
     POINT_TAG,
     STOPPED_TAG,
     SWEEP_KIND_TAG,
     SWEEP_TAG,
+    TRIALS_FILE,
     histogram_part,
     parse_diag_key,
 )
-from tracking.store import client_for, quiet_libraries, retrying, tracking_uri
+from tracking.store import client_for, latest_metrics, quiet_libraries, retrying, tracking_uri
 from tracking.sweep_config import SweepConfig
-from tracking.sweep_store import sweep_of, trial_runs
+from tracking.sweep_store import finished_file, runs_of, sweep_of, trial_runs
 
 RUN_COLUMNS = ("run_id", "run_name", "status", "train_error", "dev_error", "test_error", "metric", "reference_error",
                "m_train", "epochs", "weight_norm", "point", "diverged", "stopped_early", "error")
 # The diagnostics statistics the health flags read (fetching every key's history would cost a query each).
 HEALTH_STATS = ("norm", "std", "nonfinite", "frac_dead", "frac_saturated", "symmetry", "update_ratio")
+# What the run and layers pages read of a run's diagnostics (flags, depth profile, percentile bands): fetched
+# together once, each view takes its own from them.
+PAGE_STATS = (*HEALTH_STATS, "mean", "p01", "p05", "p25", "p50", "p75", "p95", "p99")
 MAX_RUNS = 5000
+KEPT_VERSION = 1  # of what a finished sweep keeps for the dashboard: bump when runs_frame or the sweep report change
 
 
 def open_client(uri: str | None = None) -> MlflowClient:
@@ -154,6 +165,15 @@ def runs_frame(runs: Iterable[Run], metric: str = "dev/error") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=None if rows else list(RUN_COLUMNS))
 
 
+def kept_part(kept: Any, part: str) -> Any:
+    """`part` of what a finished sweep kept for the dashboard (`dashboard.report.keep_sweep`), when it was kept by
+    this KEPT_VERSION with the default thresholds; else None (the reader computes it)."""
+    if not isinstance(kept, dict) or kept.get("version") != KEPT_VERSION \
+            or kept.get("thresholds") != dataclasses.asdict(DEFAULT):
+        return None
+    return kept.get(part) if isinstance(kept.get(part), (list, dict)) else None
+
+
 def _float(value: Any, default: float) -> float:
     try:
         return float(value)
@@ -180,17 +200,45 @@ def diagnostics_frame(client: MlflowClient, run: Run, stats: Sequence[str] = HEA
 def latest_diagnostics(run: Run, stats: Sequence[str] = HEALTH_STATS) -> list[tuple[int, str, str, str, float]]:
     """The diagnostics scalars of `stats` at the run's last snapshot as rows (step, kind, layer, stat, value),
     from the run itself (no history query): what a table of many runs can afford."""
-    rows = [(m.step, *parsed, m.value) for m in run.data.to_proto().metrics
+    rows = [(m.step, *parsed, m.value) for m in latest_metrics(run)
             if (parsed := parse_diag_key(m.key)) and parsed[2] in stats]
     last = max((row[0] for row in rows), default=None)
     return [row for row in rows if row[0] == last]
 
 
 def _histories(client: MlflowClient, run_id: str, keys: Sequence[str]) -> dict[str, list]:
-    # One query per key; a few threads overlap them (a remote server answers each in a round trip).
+    store = _sql_store(client)
+    if store is not None:
+        return retrying(_sql_histories, store, run_id, keys)
+    # One request per key; a few threads overlap them (a remote server answers each in a round trip).
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = pool.map(lambda key: retrying(client.get_metric_history, run_id, key), keys)
         return dict(zip(keys, results, strict=True))
+
+
+def _sql_store(client: MlflowClient) -> SqlAlchemyStore | None:
+    """The client's store when MLflow reads its database itself (the embedded SQLite store), not a server."""
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    return store if isinstance(store, SqlAlchemyStore) else None
+
+
+SQL_KEYS_PER_QUERY = 500  # bound parameters a query: older SQLite builds allow 999
+
+
+def _sql_histories(store: SqlAlchemyStore, run_id: str, keys: Sequence[str],
+                   per_query: int = SQL_KEYS_PER_QUERY) -> dict[str, list[Metric]]:
+    """What `get_metric_history` gives for each of `keys`, in its order, from one query per `per_query` keys: that
+    call costs a query and a check of the run per key (~2 ms), half a second of a layers page's 250 keys."""
+    found: dict[str, list[Metric]] = {key: [] for key in keys}
+    keys = list(found)
+    with store.ManagedSessionMaker() as session:
+        for start in range(0, len(keys), per_query):
+            rows = (session.query(SqlMetric)
+                    .filter(SqlMetric.run_uuid == run_id, SqlMetric.key.in_(keys[start:start + per_query]))
+                    .order_by(SqlMetric.key, SqlMetric.timestamp, SqlMetric.step, SqlMetric.value).all())
+            for row in rows:
+                found[row.key].append(row.to_mlflow_entity())
+    return found
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,17 +391,36 @@ class Reader:
         return runs_frame(runs).assign(experiment_id=[r.info.experiment_id for r in runs])
 
     def trials(self, parent_id: str) -> pd.DataFrame:
-        """The trials of a sweep as `runs_frame` rows, cached while the sweep is unchanged."""
+        """The trials of a sweep as `runs_frame` rows (those a finished sweep kept, else read from its runs),
+        cached while the sweep is unchanged."""
         parent = self.run(parent_id)
         if not is_sweep(parent):
             raise DataError(f"run {parent_id} is not a sweep's parent run")
         metric = parent.data.params.get("metric", "dev/error")
-        return self.cached("trials", self.key(parent), lambda: runs_frame(self.trial_runs(parent_id), metric))
+
+        def read() -> pd.DataFrame:
+            rows = self.kept(parent_id, "trials")
+            if rows is None:
+                return runs_frame(self.trial_runs(parent_id), metric)
+            return pd.DataFrame(rows, columns=None if rows else list(RUN_COLUMNS))
+        return self.cached("trials", self.key(parent), read)
 
     def trial_runs(self, parent_id: str) -> list[Run]:
         """The trial runs of a sweep, cached while the sweep is unchanged."""
         parent = self.run(parent_id)
-        return self.cached("trial_runs", self.key(parent), lambda: sweep_runs(self.client, parent))
+        return self.cached("trial_runs", self.key(parent),
+                           lambda: runs_of(self.client, parent, finished_file(self.client, parent, TRIALS_FILE)))
+
+    def kept(self, parent_id: str, part: str) -> Any:
+        """`part` of what a finished sweep kept for the dashboard (`dashboard.report.keep_sweep`: "trials", the
+        `runs_frame` rows, or "report"), when this version computes it the same way; else None."""
+        parent = self.run(parent_id)
+        return kept_part(self.cached("kept", self.key(parent), lambda: finished_file(self.client, parent, KEPT_FILE)),
+                         part)
+
+    def sweep(self, parent_id: str) -> SweepConfig:
+        """The sweep a parent run ran (its search_space.yaml, written once as the sweep starts)."""
+        return self.cached("sweep", check_run_id(parent_id), lambda: sweep_config(self.client, parent_id))
 
     def siblings(self, run: Run) -> pd.DataFrame:
         return self.cached("siblings", self.key(run), lambda: runs_frame(sibling_runs(self.client, run)))
@@ -369,8 +436,9 @@ class Reader:
     def diagnostics(self, run_id: str, stats: Sequence[str] = HEALTH_STATS) -> pd.DataFrame:
         """The diagnostics scalars of `stats` (step, kind, layer, stat, value)."""
         run = self.run(run_id)
-        return self.cached(("diagnostics", tuple(stats)), self.key(run),
-                           lambda: diagnostics_frame(self.client, run, stats))
+        fetch = PAGE_STATS if set(stats) <= set(PAGE_STATS) else tuple(stats)
+        frame = self.cached(("diagnostics", fetch), self.key(run), lambda: diagnostics_frame(self.client, run, fetch))
+        return frame if fetch == tuple(stats) else frame[frame["stat"].isin(stats)].reset_index(drop=True)
 
     def histogram_steps(self, run_id: str) -> list[int]:
         """The steps that have a histogram part, read from the artifact listing only."""
@@ -394,21 +462,28 @@ class Reader:
         which the page shows instead of failing."""
         available = self.histogram_steps(run_id)
         wanted = available if steps is None else [s for s in steps if s in available]
-        frames, problems = [], []
-        for step in wanted:
+
+        def part(step: int) -> pd.DataFrame | str:
             try:
-                frames.append(self.cached("part", (run_id, step), lambda s=step: self._read_part(run_id, s)))
+                return self.cached("part", (run_id, step), lambda: self._read_part(run_id, step))
             except DataError as err:
-                problems.append(str(err))
+                return str(err)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:  # a remote store answers each in a round trip
+            parts = list(pool.map(part, wanted))
+        frames = [p for p in parts if isinstance(p, pd.DataFrame)]
         columns = ["step", "kind", "layer", "edges", "counts"]
         rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-        return rows, problems
+        return rows, [p for p in parts if isinstance(p, str)]
 
     def _read_part(self, run_id: str, step: int) -> pd.DataFrame:
-        name = safe_artifact_path(f"{DIAGNOSTICS_DIR}/{histogram_part(step)}", self.run(run_id).info.artifact_uri)
+        root = self.run(run_id).info.artifact_uri
+        name = safe_artifact_path(f"{DIAGNOSTICS_DIR}/{histogram_part(step)}", root)
         with tempfile.TemporaryDirectory(prefix="fitlens-part-") as tmp:
             try:
-                path = retrying(self.client.download_artifacts, run_id, name, tmp)
+                # from the run's artifact root: a runs:/ path (client.download_artifacts) costs a run lookup a file
+                path = retrying(download_artifacts, artifact_uri=f"{root.rstrip('/')}/{name}", dst_path=tmp,
+                                tracking_uri=self.uri)
                 if not Path(path).resolve().is_relative_to(Path(tmp).resolve()):
                     raise DataError("not downloaded")  # a store that hands back its own file: not read here
                 return pd.read_parquet(path)

@@ -3,6 +3,7 @@ pure `dashboard.analysis.report`. What `fitlens report RUN_ID` prints, and what 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from dashboard.analysis.ranges import best_points, refined_space
 from dashboard.analysis.report import run_report, sweep_report
 from dashboard.analysis.thresholds import DEFAULT, Thresholds
 from tracking.layout import DIVERGED_TAG
+from tracking.sweep_config import SweepConfig
 
 REFINE_TOP = 3  # as `fitlens sweep refine`'s default --top
 
@@ -36,18 +38,28 @@ def build_report(run_id: str, uri: str | None = None, thresholds: Thresholds = D
     return run_report(row, siblings, run_flags(client, run, thresholds), thresholds)
 
 
-def run_flags(client: MlflowClient, run: Run, thresholds: Thresholds = DEFAULT) -> list[Flag]:
-    """The health flags of one run, from its diagnostics and its training loss per epoch."""
+def run_flags(client: MlflowClient, run: Run, thresholds: Thresholds = DEFAULT,
+              diagnostics: pd.DataFrame | None = None) -> list[Flag]:
+    """The health flags of one run, from its diagnostics (`data.diagnostics_frame`, read here unless given) and
+    its training loss per epoch."""
     loss = data.metric_history(client, run.info.run_id, ["train/loss"])
-    return health_flags(data.diagnostics_frame(client, run), loss[["step", "value"]],
-                        run.data.tags.get(DIVERGED_TAG), thresholds)
+    return health_flags(data.diagnostics_frame(client, run) if diagnostics is None else diagnostics,
+                        loss[["step", "value"]], run.data.tags.get(DIVERGED_TAG), thresholds)
+
+
+def page_flags(reader: data.Reader, run: Run) -> list[Flag]:
+    """The run's health flags as its pages show them: from the diagnostics the reader has for the pages' figures,
+    computed once per state of the run."""
+    return reader.cached("run_flags", reader.key(run), lambda: run_flags(
+        reader.client, run, diagnostics=reader.diagnostics(run.info.run_id, data.HEALTH_STATS)))
 
 
 def sweep_of(client: MlflowClient, parent: Run, trial_runs: Sequence[Run], thresholds: Thresholds = DEFAULT,
-             every_snapshot: bool = True, trials: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The report of the sweep `parent` over its `trial_runs` (already read: the dashboard has them cached, and
-    their `data.runs_frame` as `trials`)."""
-    sweep = data.sweep_config(client, parent.info.run_id)
+             every_snapshot: bool = True, trials: pd.DataFrame | None = None,
+             sweep: SweepConfig | None = None) -> dict[str, Any]:
+    """The report of the sweep `parent` over its `trial_runs` (already read: the dashboard has them cached, with
+    their `data.runs_frame` as `trials` and the sweep it ran)."""
+    sweep = sweep or data.sweep_config(client, parent.info.run_id)
     if trials is None:
         trials = data.runs_frame(trial_runs, sweep.metric)
     flags = {run.info.run_id: run_flags(client, run, thresholds) if every_snapshot else
@@ -62,3 +74,15 @@ def sweep_of(client: MlflowClient, parent: Run, trial_runs: Sequence[Run], thres
     log_scale = [key for key, dist in sweep.space.items() if dist.kind.startswith("loguniform")]
     parent_row = {"run_id": parent.info.run_id, "run_name": parent.info.run_name, "status": parent.info.status}
     return sweep_report(parent_row, trials, flags, sweep.metric, log_scale, refined, thresholds)
+
+
+def keep_sweep(client: MlflowClient, parent: Run, trial_runs: Sequence[Run]) -> dict[str, Any]:
+    """What the sweep page shows of the finished sweep `parent` and takes a second or more to compute for hundreds
+    of trials (parsing every param, the flags, the importance forest): its trials as `data.runs_frame` rows and its
+    report (flags on each trial's last snapshot, default thresholds). `fitlens sweep` keeps it in the sweep's
+    trials file as the sweep finishes; `data.Reader.kept` reads it back."""
+    sweep = data.sweep_config(client, parent.info.run_id)
+    trials = data.runs_frame(trial_runs, sweep.metric)
+    return {"version": data.KEPT_VERSION, "thresholds": dataclasses.asdict(DEFAULT),
+            "trials": trials.to_dict("records"),
+            "report": sweep_of(client, parent, trial_runs, every_snapshot=False, trials=trials, sweep=sweep)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import reprlib
 import types
@@ -181,9 +182,15 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    # get_type_hints evaluates every annotation string anew: ~2 ms a class, paid for each section of each config
+    return typing.get_type_hints(cls)
+
+
 def build_dataclass(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     for key in raw:
         if key not in fields:
             raise ConfigError(_unknown_key(f"{prefix}{key}", str(key), list(fields), prefix))

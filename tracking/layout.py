@@ -31,7 +31,8 @@ REFINED_FROM_TAG = "fitlens.refined_from"  # parent: the sweep that `fitlens swe
 M_TRAIN_TAG = "fitlens.m_train"  # the number of training examples the fit used (learning curves over m)
 SEARCH_SPACE_FILE = "search_space.yaml"  # parent: the sweep file as run
 TRIALS_FILE = "trials.json"  # parent: its trial runs as they were when the sweep finished
-TRIALS_TAG = "fitlens.trials_end_time"  # parent: the end time of the sweep that TRIALS_FILE belongs to
+KEPT_FILE = "dashboard.json"  # parent: what the dashboard shows of the sweep, computed when it finished
+TRIALS_TAG = "fitlens.trials_end_time"  # parent: the end time of the sweep that TRIALS_FILE and KEPT_FILE belong to
 
 
 def diag_key(kind: str, layer: str, stat: str) -> str:

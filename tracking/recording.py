@@ -17,7 +17,7 @@ from lightning_modules.config import RunConfig
 from tracking.config import config_to_dict, dump_yaml, flatten
 from tracking.layout import CONFIG_FILE, ERROR_TAG
 from tracking.signals import sigterm_raises_terminated
-from tracking.store import client_for, experiment_id, retrying, tracking_uri
+from tracking.store import client_for, experiment_id, latest_metrics, retrying, tracking_uri
 from tracking.writer import RunWriter
 
 
@@ -74,7 +74,7 @@ def recorded_run(
 
 def stored_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
     """The last step the store holds for each metric key of a run."""
-    return {m.key: m.step for m in retrying(client.get_run, run_id).data.to_proto().metrics}
+    return {m.key: m.step for m in latest_metrics(retrying(client.get_run, run_id))}
 
 
 def default_run_name(cfg: RunConfig) -> str:

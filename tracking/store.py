@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -72,6 +73,12 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         if found is None:
             raise
         return found.experiment_id
+
+
+def latest_metrics(run: Run) -> list[Metric]:
+    """The run's latest point of each metric, with its step: the entities the store built the run from
+    (`run.data.to_proto().metrics` builds a protobuf of each first: 1 ms a run of a few hundred keys)."""
+    return run.data._metric_objs
 
 
 def retrying(call: Callable[..., T], *args: object, **kwargs: object) -> T:

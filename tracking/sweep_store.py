@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from dashboard.analysis.ranges import best_points, refined_space
 from lightning_modules.config import ConfigError
 from tracking.layout import (
     DIVERGED_TAG,
+    KEPT_FILE,
     POINT_TAG,
     SEARCH_SPACE_FILE,
     SWEEP_KIND_TAG,
@@ -26,7 +28,7 @@ from tracking.layout import (
     TRIALS_FILE,
     TRIALS_TAG,
 )
-from tracking.store import client_for, quiet_libraries, retrying, tracking_uri
+from tracking.store import client_for, latest_metrics, quiet_libraries, retrying, tracking_uri
 from tracking.sweep_config import SweepConfig, sweep_from_dict
 
 
@@ -96,32 +98,60 @@ def search_trials(client: MlflowClient, parent: Run) -> list[Run]:
 def trial_runs(client: MlflowClient, parent: Run) -> list[Run]:
     """The trial runs of the sweep `parent`, oldest first: from its trials file when the sweep finished and
     wrote one for that finish, else searched."""
+    return runs_of(client, parent, finished_file(client, parent, TRIALS_FILE))
+
+
+def finished_file(client: MlflowClient, parent: Run, name: str) -> dict[str, Any] | None:
+    """The file `name` (TRIALS_FILE, KEPT_FILE) that the sweep `parent` wrote as it finished (`write_trials`),
+    while the sweep has that finish (a resumed sweep ends anew); else None."""
     if parent.info.status == "FINISHED" and parent.data.tags.get(TRIALS_TAG) == str(parent.info.end_time):
         try:
             with tempfile.TemporaryDirectory(prefix="fitlens-trials-") as tmp:
-                path = retrying(client.download_artifacts, parent.info.run_id, TRIALS_FILE, tmp)
-                return [_run_from_doc(doc) for doc in json.loads(Path(path).read_text())["runs"]]
-        except Exception:  # removed, or written by another version: the store has the runs themselves
+                path = retrying(client.download_artifacts, parent.info.run_id, name, tmp)
+                doc = json.loads(Path(path).read_text())
+            return doc if isinstance(doc, dict) else None
+        except Exception:  # removed, or not JSON: the store has the runs themselves
+            pass
+    return None
+
+
+def runs_of(client: MlflowClient, parent: Run, doc: dict[str, Any] | None) -> list[Run]:
+    """The trial runs the sweep's trials file `doc` keeps, oldest first; searched when there is no file (None)
+    or it cannot be read back (written by another version)."""
+    if doc is not None:
+        try:
+            return [_run_from_doc(run) for run in doc["runs"]]
+        except Exception:
             pass
     return search_trials(client, parent)
 
 
 def write_trials(client: MlflowClient, parent_run_id: str) -> None:
-    """Keep the trial runs of the FINISHED sweep `parent_run_id` in its TRIALS_FILE, tagged with the sweep's end
-    time: a reader trusts the file only while the parent has that end time (a resumed sweep ends anew)."""
+    """Keep the trial runs of the FINISHED sweep `parent_run_id` in its TRIALS_FILE and what the dashboard shows of
+    them in its KEPT_FILE, tagged with the sweep's end time: a reader trusts the files only while the parent has
+    that end time (a resumed sweep ends anew)."""
+    from dashboard.report import keep_sweep  # the dashboard's reading of the sweep (it imports this module)
+
     parent = retrying(client.get_run, parent_run_id)
-    doc = {"version": 1, "runs": [_run_doc(run) for run in search_trials(client, parent)]}
+    runs = search_trials(client, parent)
+    files = {TRIALS_FILE: {"version": 1, "runs": [_run_doc(run) for run in runs]}}
+    try:
+        files[KEPT_FILE] = keep_sweep(client, parent, runs)
+    except Exception as err:  # the runs alone still spare readers the search; the dashboard computes the rest
+        print(f"fitlens sweep: the dashboard's reading of the sweep was not kept ({type(err).__name__}: {err})",
+              file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="fitlens-trials-") as tmp:
-        path = Path(tmp) / TRIALS_FILE
-        path.write_text(json.dumps(doc))
-        retrying(client.log_artifact, parent_run_id, str(path))
+        for name, doc in files.items():
+            path = Path(tmp) / name
+            path.write_text(json.dumps(doc))
+            retrying(client.log_artifact, parent_run_id, str(path))
     retrying(client.set_tag, parent_run_id, TRIALS_TAG, str(parent.info.end_time))
 
 
 def _run_doc(run: Run) -> dict[str, Any]:
     return {"info": {field: getattr(run.info, field) for field in RUN_INFO_FIELDS},
             "params": run.data.params, "tags": run.data.tags,
-            "metrics": [[m.key, m.value, m.timestamp, m.step] for m in run.data.to_proto().metrics]}
+            "metrics": [[m.key, m.value, m.timestamp, m.step] for m in latest_metrics(run)]}
 
 
 def _run_from_doc(doc: dict[str, Any]) -> Run:

@@ -40,7 +40,7 @@ from dashboard.figures.layers import (
     ridgeline,
     small_multiples,
 )
-from dashboard.report import run_flags
+from dashboard.report import page_flags
 from tracking.layout import POINT_TAG, parse_diag_key
 
 PATH = "/layers/<run_id>"
@@ -219,7 +219,7 @@ def _flag_item(flag: Flag) -> html.Li:
 
 def layer_flags(reader: Reader, run: Run) -> list[Flag]:
     """The run's health flags about its layers (not the run-level divergence or flat loss), cached per run."""
-    flags = reader.cached("layer-flags", reader.key(run), lambda: run_flags(reader.client, run))
+    flags = page_flags(reader, run)
     return [f for f in flags if f.name not in NOT_LAYER_FLAGS]
 
 

@@ -19,7 +19,7 @@ from dashboard.analysis.thresholds import DEFAULT
 from dashboard.components import control, message, mlflow_link, run_link, section, verdict_badge
 from dashboard.data import DataError, Reader, runs_frame
 from dashboard.figures.curves import CURVE_KEYS, learning_curves, smoothing_beta
-from dashboard.report import run_flags
+from dashboard.report import page_flags
 from tracking.layout import DIVERGED_TAG, ERROR_TAG, STOPPED_TAG, SWEEP_TAG
 
 PATH = "/run/<run_id>"
@@ -194,7 +194,7 @@ def _g(value: Any) -> str:
 def _flags(reader: Reader, run: Run) -> list | None:
     """The run's health flags, computed once per state of the run; None when its diagnostics cannot be read."""
     try:
-        return reader.cached("run_flags", reader.key(run), lambda: run_flags(reader.client, run))
+        return page_flags(reader, run)
     except Exception:  # unreadable diagnostics must not take the curves and the verdict down with them
         return None
 

@@ -13,12 +13,13 @@ from typing import Any
 import pandas as pd
 from dash import dash_table, dcc, html
 from dash.dash_table import FormatTemplate
+from dash.dash_table.Format import Format, Scheme
 
 from dashboard import ids
 from dashboard.analysis.bias_variance import describe, diagnose
 from dashboard.analysis.thresholds import DEFAULT
 from dashboard.components import VERDICT_LABELS, control, message, mlflow_link, run_link, section, verdict_badge
-from dashboard.data import DataError, Reader, is_sweep, sweep_config
+from dashboard.data import DataError, Reader, is_sweep
 from dashboard.figures.sweeps import (
     bias_variance_scatter,
     hyperparameter_scatter,
@@ -62,16 +63,17 @@ def content(reader: Reader, args: dict[str, str], values: dict[str, Any]) -> Any
     notices = []
     scales: dict[str, str] = {}
     try:
-        scales = reader.cached("sweep_scales", parent_id, lambda: {
-            key: dist.scale for key, dist in sweep_config(reader.client, parent_id).space.items()})
+        scales = {key: dist.scale for key, dist in reader.sweep(parent_id).space.items()}
     except Exception as err:  # an old sweep without search_space.yaml: numbers are drawn on linear axes
         notices.append(message(f"the sweep's search space could not be read ({type(err).__name__}: {err}); "
                                "every number is drawn on a linear axis", "warning"))
     report = None
     try:
         # flags of each trial's last snapshot: a table of hundreds of trials cannot read every history
-        report = reader.cached("sweep_report", reader.key(parent), lambda: sweep_of(
-            reader.client, parent, reader.trial_runs(parent_id), every_snapshot=False, trials=trials))
+        report = reader.kept(parent_id, "report") or reader.cached(
+            "sweep_report", reader.key(parent), lambda: sweep_of(reader.client, parent, reader.trial_runs(parent_id),
+                                                                 every_snapshot=False, trials=trials,
+                                                                 sweep=reader.sweep(parent_id)))
     except Exception as err:
         notices.append(message(f"the sweep report could not be computed ({type(err).__name__}: {err}); "
                                "importance, flags and the refined space are missing", "warning"))
@@ -158,7 +160,8 @@ def runs_table(trials: pd.DataFrame, settings: list[str], flags: Mapping[str, li
     percent = FormatTemplate.percentage(1)
     columns = [{"id": "trial", "name": "trial", "presentation": "markdown"},
                {"id": "best", "name": "best"}, {"id": "status", "name": "status"}]
-    columns += [{"id": s, "name": s, "type": "numeric" if _numeric(trials[s]) else "text"} for s in settings]
+    columns += [{"id": s, "name": s, "type": "numeric", "format": SETTING_FORMAT} if _numeric(trials[s])
+                else {"id": s, "name": s, "type": "text"} for s in settings]
     columns += [{"id": c, "name": c, "type": "numeric", "format": percent} for c in ERROR_COLUMNS]
     columns += [{"id": "verdict", "name": "verdict"}, {"id": "stopped early", "name": "stopped early"},
                 {"id": "diverged", "name": "diverged"}, {"id": "flags", "name": "health flags"},
@@ -193,11 +196,15 @@ def runs_table(trials: pd.DataFrame, settings: list[str], flags: Mapping[str, li
                         if isinstance(stopped, str) and stopped else {})
     return dash_table.DataTable(
         id=ids.RUNS_TABLE, columns=columns, data=data, tooltip_data=tooltips, tooltip_duration=None,
-        filter_action="native", sort_action="native", page_size=50,
+        filter_action="native", sort_action="native", page_size=PAGE_ROWS,
         markdown_options={"html": False, "link_target": "_self"},
         style_table={"overflowX": "auto"}, style_cell={"textAlign": "left", "padding": "4px"},
         style_data_conditional=[{"if": {"filter_query": '{best} = "best"'}, "fontWeight": "bold"}],
     )
+
+
+SETTING_FORMAT = Format(precision=4, scheme=Scheme.decimal_or_exponent)  # 0.008145, not 0.008144886973076106
+PAGE_ROWS = 20  # rows the table draws at once: each costs the first paint, and most are below the fold anyway
 
 
 MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&])")
@@ -253,8 +260,7 @@ def refinement(parent_id: str, report: Mapping[str, Any] | None, reader: Reader,
         return [explain, html.Pre(command),
                 message("no refined space yet: it needs at least one trial with a finite metric", "info")]
     try:
-        old = reader.cached("sweep_space", parent_id, lambda: {
-            key: dist.to_dict() for key, dist in sweep_config(reader.client, parent_id).space.items()})
+        old = {key: dist.to_dict() for key, dist in reader.sweep(parent_id).space.items()}
     except Exception:
         old = {}
     header = html.Tr([html.Th(h) for h in ("setting", "scale", "searched", "next")])

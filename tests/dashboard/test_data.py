@@ -11,8 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.data import DataError, Reader, check_run_id, downsample
+from dashboard.data import (
+    HEALTH_STATS,
+    SQL_KEYS_PER_QUERY,
+    DataError,
+    Reader,
+    _sql_histories,
+    _sql_store,
+    check_run_id,
+    diagnostics_frame,
+    downsample,
+)
 from tests.commands import fitlens, free_port, start_server
+from tracking.store import client_for
 
 
 def test_run_ids_from_urls_are_validated() -> None:
@@ -64,6 +75,9 @@ def test_the_reader_gives_sweeps_trials_curves_diagnostics_and_histograms(reader
     assert history[history.key == "dev/error"]["step"].is_monotonic_increasing
     diag = reader.diagnostics(run_id, stats=("std",))
     assert set(diag["kind"]) == {"weight", "grad", "act"} and set(diag["stat"]) == {"std"}
+    # the pages' statistics come from one fetch of them all: each view's share equals a fetch of its own
+    for stats in (HEALTH_STATS, ("p05", "mean", "std"), ("frac_small",)):
+        assert reader.diagnostics(run_id, stats).equals(diagnostics_frame(reader.client, reader.run(run_id), stats))
     steps = reader.histogram_steps(run_id)
     assert steps[:4] == [0, 1, 2, 4]  # the economy preset's log-spaced snapshots
     rows, problems = reader.histograms(run_id, [0, 4])
@@ -73,6 +87,23 @@ def test_the_reader_gives_sweeps_trials_curves_diagnostics_and_histograms(reader
     # a repeated view of a finished run is served from the cache: the very same frame, no query
     assert reader.trials(parent) is trials
     assert reader.history(run_id, ["train/loss", "dev/error"]) is history
+
+
+def test_one_query_for_many_keys_gives_what_a_query_per_key_gives(init_study) -> None:
+    """The embedded store's fast path (one SQL query for a run's keys) against MLflow's get_metric_history."""
+    _, summary = init_study
+    client = client_for(summary["tracking_uri"])
+    run_id = summary["trial_run_ids"][0]
+    keys = [*sorted(client.get_run(run_id).data.metrics), "no/such/key"]
+    assert len(keys) > 100
+
+    def points(metrics) -> list[tuple]:
+        return [(m.key, str(m.value), m.timestamp, m.step) for m in metrics]  # str: NaN equals NaN
+    slow = {key: points(client.get_metric_history(run_id, key)) for key in keys}
+    for per_query in (SQL_KEYS_PER_QUERY, 7):
+        fast = _sql_histories(_sql_store(client), run_id, keys, per_query)
+        assert list(fast) == keys and {key: points(found) for key, found in fast.items()} == slow
+    assert slow["no/such/key"] == [] and sum(map(len, slow.values())) > 1000
 
 
 def test_unknown_and_malformed_run_ids_are_clear_errors(reader: Reader) -> None:

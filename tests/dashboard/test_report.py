@@ -3,12 +3,19 @@ store (and a real local Ray cluster for the sweeps), run as a user runs them."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from dashboard.data import KEPT_VERSION, Reader, kept_part, runs_frame
+from dashboard.report import sweep_of
 from tests.commands import FITLENS, env, fitlens
+from tracking.layout import KEPT_FILE
+from tracking.store import client_for
+from tracking.sweep_store import finished_file, search_trials
 
 MNIST1D_REFERENCE = 0.04
 
@@ -116,3 +123,25 @@ def test_report_on_the_init_study_flags_the_bad_initializations_only(init_study)
     identical = next(f for f in zeros["flags"] if f["name"] == "identical_units")
     assert identical["step"] == 0 and identical["severity"] == "error"  # from the start, never broken
     assert set(identical["values"].values()) == {1.0}
+
+
+def test_a_finished_sweep_keeps_the_trials_and_the_report_its_page_shows(overfit_sweep) -> None:
+    """`fitlens sweep` keeps the sweep page's trials frame and report with the trials as it finishes: what the page
+    would compute from the runs, used only while this version computes it the same way."""
+    _, summary = overfit_sweep
+    client = client_for(summary["tracking_uri"])
+    parent = client.get_run(summary["parent_run_id"])
+    reader = Reader(summary["tracking_uri"])
+    runs = search_trials(client, parent)
+    report = reader.kept(parent.info.run_id, "report")
+    assert report is not None and report["best_run_id"] in summary["trial_run_ids"]
+    computed = sweep_of(client, parent, runs, every_snapshot=False)
+    assert json.dumps(report, sort_keys=True) == json.dumps(computed, sort_keys=True)
+    assert reader.kept(parent.info.run_id, "trials") is not None
+    pd.testing.assert_frame_equal(reader.trials(parent.info.run_id), runs_frame(runs))
+    # another version, other thresholds, or a part missing: the reader computes its own
+    kept = finished_file(client, parent, KEPT_FILE)
+    assert kept_part(kept, "report") == report
+    assert kept_part(kept | {"version": KEPT_VERSION + 1}, "report") is None
+    assert kept_part(kept | {"thresholds": kept["thresholds"] | {"high_bias": 0.5}}, "report") is None
+    assert kept_part(None, "trials") is None and kept_part(kept | {"report": None}, "report") is None
