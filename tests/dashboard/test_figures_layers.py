@@ -133,7 +133,8 @@ def test_percentile_bands_fill_between_the_percentiles_and_draw_the_median() -> 
     fig = percentile_bands(diag_rows(values), "act", "hidden.0.linear")
     named = {t.name: t for t in fig.data if t.name}
     assert {"p01-p99", "p05-p95", "p25-p75", "p50", "mean"} <= set(named)
-    assert list(named["p01-p99"].y) == [6, 16] and named["p01-p99"].fill == "tonexty"
+    band = named["p01-p99"]  # up along p99, back along p01
+    assert list(band.x) == [0, 10, 10, 0] and list(band.y) == [6, 16, 10, 0] and band.fill == "toself"
     assert list(named["p50"].y) == [3, 13] and list(named["p50"].x) == [0, 10]
 
 
