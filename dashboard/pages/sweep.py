@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from dash import dash_table, dcc, html
 from dash.dash_table import FormatTemplate
-from dash.dash_table.Format import Format, Scheme
+from dash.dash_table.Format import Format, Scheme, Trim
 
 from dashboard import ids
 from dashboard.analysis.bias_variance import describe, diagnose
@@ -203,7 +203,7 @@ def runs_table(trials: pd.DataFrame, settings: list[str], flags: Mapping[str, li
     )
 
 
-SETTING_FORMAT = Format(precision=4, scheme=Scheme.decimal_or_exponent)  # 0.008145, not 0.008144886973076106
+SETTING_FORMAT = Format(precision=4, scheme=Scheme.decimal_or_exponent, trim=Trim.yes)  # 0.008145, 106
 PAGE_ROWS = 20  # rows the table draws at once: each costs the first paint, and most are below the fold anyway
 
 

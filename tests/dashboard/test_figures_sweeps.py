@@ -61,7 +61,7 @@ def parallel_lines(fig) -> tuple[list[str], dict[str, list[float]]]:
     lines: dict[str, list[float]] = {}
     for trace in fig.data:
         for x, value, name in zip(trace.x, trace.customdata, trace.text, strict=True):
-            if x is not None:
+            if not np.isnan(x):  # NaN: the gap between two trials' lines
                 lines.setdefault(name, []).append(value)
     return list(fig.layout.xaxis.ticktext), lines
 
