@@ -136,7 +136,8 @@ def test_compare_draws_one_line_per_run_and_names_a_bad_id(study) -> None:
     assert "compare: 'nonsense' is not a run id" in text(page)
     names = {t.name for t in graph(page, ids.DEPTH_PROFILE).data}
     assert len(names) == 2 and any("init=zeros" in n for n in names) and any("init=he" in n for n in names)
-    ridges = [f for f in figures(page) if any(t.fill == "toself" and str(t.name).startswith("step ") for t in f.data)]
+    ridges = [f for f in figures(page)
+              if any(t.type == "scatter" and t.fill == "toself" and str(t.name).startswith("step ") for t in f.data)]
     assert len(ridges) == 2  # a ridgeline per run, side by side (a ridge per snapshot, named by its step)
     notes = [a.text for a in graph(page, ids.DEPTH_PROFILE).layout.annotations]
     assert any("init=zeros" in n and "act std is 0 or not finite in 6 of 6 layers" in n for n in notes)
