@@ -44,13 +44,12 @@ from tracking.layout import (
     STOPPED_TAG,
     SWEEP_KIND_TAG,
     SWEEP_TAG,
-    TRIALS_FILE,
     histogram_part,
     parse_diag_key,
 )
 from tracking.store import client_for, latest_metrics, quiet_libraries, retrying, tracking_uri
 from tracking.sweep_config import SweepConfig
-from tracking.sweep_store import finished_file, runs_of, sweep_of, trial_runs
+from tracking.sweep_store import finished_file, sweep_of, trial_runs
 
 RUN_COLUMNS = ("run_id", "run_name", "status", "train_error", "dev_error", "test_error", "metric", "reference_error",
                "m_train", "epochs", "weight_norm", "point", "diverged", "stopped_early", "error")
@@ -408,8 +407,7 @@ class Reader:
     def trial_runs(self, parent_id: str) -> list[Run]:
         """The trial runs of a sweep, cached while the sweep is unchanged."""
         parent = self.run(parent_id)
-        return self.cached("trial_runs", self.key(parent),
-                           lambda: runs_of(self.client, parent, finished_file(self.client, parent, TRIALS_FILE)))
+        return self.cached("trial_runs", self.key(parent), lambda: sweep_runs(self.client, parent))
 
     def kept(self, parent_id: str, part: str) -> Any:
         """`part` of what a finished sweep kept for the dashboard (`dashboard.report.keep_sweep`: "trials", the

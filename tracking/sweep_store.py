@@ -98,7 +98,13 @@ def search_trials(client: MlflowClient, parent: Run) -> list[Run]:
 def trial_runs(client: MlflowClient, parent: Run) -> list[Run]:
     """The trial runs of the sweep `parent`, oldest first: from its trials file when the sweep finished and
     wrote one for that finish, else searched."""
-    return runs_of(client, parent, finished_file(client, parent, TRIALS_FILE))
+    doc = finished_file(client, parent, TRIALS_FILE)
+    if doc is not None:
+        try:
+            return [_run_from_doc(run) for run in doc["runs"]]
+        except Exception:  # written by another version: the store has the runs themselves
+            pass
+    return search_trials(client, parent)
 
 
 def finished_file(client: MlflowClient, parent: Run, name: str) -> dict[str, Any] | None:
@@ -113,17 +119,6 @@ def finished_file(client: MlflowClient, parent: Run, name: str) -> dict[str, Any
         except Exception:  # removed, or not JSON: the store has the runs themselves
             pass
     return None
-
-
-def runs_of(client: MlflowClient, parent: Run, doc: dict[str, Any] | None) -> list[Run]:
-    """The trial runs the sweep's trials file `doc` keeps, oldest first; searched when there is no file (None)
-    or it cannot be read back (written by another version)."""
-    if doc is not None:
-        try:
-            return [_run_from_doc(run) for run in doc["runs"]]
-        except Exception:
-            pass
-    return search_trials(client, parent)
 
 
 def write_trials(client: MlflowClient, parent_run_id: str) -> None:
