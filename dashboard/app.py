@@ -94,17 +94,22 @@ var renderer = new DashRenderer({request_pre: function () {
     });
 }});
 </script>"""
-# Dash's bundles need Babel's polyfill (regeneratorRuntime), but its core-js replaces the browser's own
-# String.prototype.trim with a JavaScript one that cost 0.25-0.45 s of the sweep page's drawing (d3 trims class
-# names for every element it styles); every browser Dash 4 runs in has a correct native trim, so it is put back.
+# Dash's bundles need Babel's polyfill (regeneratorRuntime), but its core-js replaces the browser's own whitespace
+# trimming and number parsing with JavaScript ones (it still counts U+180E as whitespace, which Unicode stopped doing
+# in 2013, so it finds every browser's own wrong). Those ran on the drawing path: d3 trims class names for every
+# element it styles (0.25-0.45 s of the sweep page), and Plotly parses a colour with parseInt for every marker
+# (35 ms). Every browser Dash 4 runs in has correct native ones, so they are saved before the polyfill and put back.
+NATIVE = ("String.prototype.trim", "String.prototype.trimStart", "String.prototype.trimEnd",
+          "String.prototype.trimLeft", "String.prototype.trimRight", "parseInt", "parseFloat", "Number.parseInt",
+          "Number.parseFloat")
 POLYFILL = re.compile(r'(<script src="[^"]*/polyfill@[^"]*"></script>)')
-KEEP_TRIM = (r"<script>var fitlensTrim = String.prototype.trim;</script>\1"
-             r"<script>String.prototype.trim = fitlensTrim;</script>")
+KEEP_NATIVE = (f"<script>var fitlensNative = [{', '.join(NATIVE)}];</script>\\1<script>"
+               + "".join(f"{name} = fitlensNative[{i}]; " for i, name in enumerate(NATIVE)).rstrip() + "</script>")
 
 
 class _Dash(Dash):
     def interpolate_index(self, **kwargs: Any) -> str:
-        kwargs["scripts"] = POLYFILL.sub(KEEP_TRIM, kwargs.get("scripts", ""), count=1)
+        kwargs["scripts"] = POLYFILL.sub(KEEP_NATIVE, kwargs.get("scripts", ""), count=1)
         return super().interpolate_index(**kwargs)
 
 
