@@ -127,25 +127,28 @@ def parallel_coordinates(trials: pd.DataFrame, params: Sequence[str], scales: Ma
     colours = sample_colorscale("Viridis", PARALLEL_BANDS)[::-1]
 
     fig = go.Figure()
-    # One line per trial in a band's trace: its vertices on the axes, then a gap (NaN). Arrays, not lists:
-    # Plotly checks a list element by element (0.2 s for 500 trials) and sends an array as binary, float32
-    # here (heights in [0, 1], values shown to 4 digits).
-    positions = np.append(np.arange(len(axes), dtype=np.float32), np.nan)
-    gap = np.full((len(rows), 1), np.nan)
-    heights = np.hstack([heights, gap]).astype(np.float32)
-    values = np.hstack([values.astype(np.float64), gap]).astype(np.float32)
+    # A band's trials are one continuous line: each trial's line, the next one's drawn back from the last axis to
+    # the first, and so on; the turns run along the first and the last axis, under their axis lines (shapes are
+    # drawn above the traces). Plotly draws a line broken by gaps as one SVG path per piece, 500 for 500 trials,
+    # and that was most of this figure's drawing. Arrays, not lists: Plotly checks a list element by element and
+    # sends an array as binary, float32 here (heights in [0, 1], values shown to 4 digits).
+    heights, values = heights.astype(np.float32), values.astype(np.float32)
+    forth = np.arange(len(axes), dtype=np.float32)
     for band in reversed(range(PARALLEL_BANDS)):  # the best trials last: on top
         members = np.flatnonzero(bands == band)
         if not len(members):
             continue
+        order = [slice(None) if k % 2 == 0 else slice(None, None, -1) for k in range(len(members))]
         low, high = lowest + spread * band / PARALLEL_BANDS, lowest + spread * (band + 1) / PARALLEL_BANDS
         fig.add_trace(go.Scatter(
-            x=np.tile(positions, len(members)), y=heights[members].ravel(), customdata=values[members].ravel(),
-            text=[t for i in members for t in [names[i]] * len(axes) + [None]],
+            x=np.concatenate([forth[way] for way in order]),
+            y=np.concatenate([heights[i][way] for i, way in zip(members, order, strict=True)]),
+            customdata=np.concatenate([values[i][way] for i, way in zip(members, order, strict=True)]),
+            text=[names[i] for i in members for _ in axes],
             mode="lines", line=dict(color=colours[band], width=1), opacity=0.8,
             name=f"{low:.3g} to {high:.3g}", hovertemplate="%{text}: %{customdata:.4g}<extra></extra>"))
     for j, axis in enumerate(axes):
-        fig.add_shape(type="line", x0=j, x1=j, y0=0, y1=1, line=dict(color="#444", width=1))
+        fig.add_shape(type="line", x0=j, x1=j, y0=0, y1=1, line=dict(color="#444", width=AXIS_WIDTH))
         for value, text in axis.ticks:
             fig.add_annotation(x=j, y=float(axis.height(np.array([value]))[0]), text=text, showarrow=False,
                                xanchor="right", xshift=-4, font=dict(size=10), bgcolor="rgba(255,255,255,0.7)")
@@ -158,6 +161,7 @@ def parallel_coordinates(trials: pd.DataFrame, params: Sequence[str], scales: Ma
 
 
 PARALLEL_BANDS = 8  # colours of the parallel coordinates' lines: the metric's range in equal bands
+AXIS_WIDTH = 2  # px: an axis line covers the 1 px turns of the lines along it, antialiased edges included
 
 
 @dataclass(frozen=True)

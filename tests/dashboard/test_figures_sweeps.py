@@ -14,6 +14,7 @@ from dashboard.analysis.thresholds import DEFAULT
 from dashboard.figures import UIREVISION
 from dashboard.figures.curves import learning_curves, smoothing_beta
 from dashboard.figures.sweeps import (
+    AXIS_WIDTH,
     axis_label,
     bias_variance_scatter,
     hyperparameter_scatter,
@@ -57,12 +58,14 @@ def test_axis_names_and_values_on_the_search_scale() -> None:
 
 
 def parallel_lines(fig) -> tuple[list[str], dict[str, list[float]]]:
-    """The axes' names and, per trial (by name), its values on them, as the figure's lines carry them."""
-    lines: dict[str, list[float]] = {}
+    """The axes' names and, per trial (by name), its values on them from the first axis to the last, as the
+    figure's lines carry them (a band's trials are one line, every other trial drawn from the last axis back)."""
+    vertices: dict[str, list[tuple[float, float]]] = {}
     for trace in fig.data:
         for x, value, name in zip(trace.x, trace.customdata, trace.text, strict=True):
-            if not np.isnan(x):  # NaN: the gap between two trials' lines
-                lines.setdefault(name, []).append(value)
+            vertices.setdefault(name, []).append((x, value))
+    lines = {name: [value for _, value in sorted(found)] for name, found in vertices.items()}
+    assert all(sorted(x for x, _ in found) == list(range(len(found))) for found in vertices.values())
     return list(fig.layout.xaxis.ticktext), lines
 
 
@@ -84,6 +87,19 @@ def test_parallel_coordinates_draw_log_settings_as_log10_and_categories_as_coded
     assert fig.data[-1].line.color == "rgb(253, 231, 37)" and "t0" in fig.data[-1].text
     assert "t1" in fig.data[0].text and fig.data[0].line.color == "rgb(68, 1, 84)"
     assert fig.layout.uirevision == UIREVISION
+
+
+def test_a_band_of_trials_is_one_unbroken_line_turning_along_the_first_and_last_axes() -> None:
+    # t0 and t2 share the lowest band (0.12, 0.125 of a 0.12..0.32 range in 8 bands)
+    frame = trials().assign(dev_error=[0.12, 0.32, 0.125, math.nan])
+    fig = parallel_coordinates(frame, SETTINGS, SCALES)
+    best = fig.data[-1]
+    assert list(best.text) == ["t0"] * 5 + ["t2"] * 5
+    assert not np.isnan(np.asarray(best.x, dtype=float)).any() and not np.isnan(np.asarray(best.y, dtype=float)).any()
+    np.testing.assert_allclose(best.x, [0, 1, 2, 3, 4, 4, 3, 2, 1, 0])  # t2 drawn back: the turn is on the last axis
+    _, lines = parallel_lines(fig)
+    np.testing.assert_allclose(lines["t2"], [-3.0, -3.0, 256, 0, 0.125])
+    assert {shape.line.width for shape in fig.layout.shapes} == {AXIS_WIDTH}  # wide enough to hide the turns
 
 
 def test_parallel_coordinates_without_a_scale_draw_numbers_linearly() -> None:
