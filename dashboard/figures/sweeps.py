@@ -28,6 +28,7 @@ from dashboard.figures import UIREVISION, empty, label
 
 LOG_SCALES = ("log", "log_one_minus")
 COLUMNS_PER_ROW = 3  # small multiples of the metric against each hyperparameter
+BOX_POINTS = 50  # trials up to which a categorical setting's box shows every trial as a point, not only outliers
 MISSING = "(none)"  # the category of a trial that has no value for a setting
 QUADRANTS = (  # (label, x in the plot's width, y in its height, anchors): corners of the bias/variance plane
     ("good fit", 0.01, 0.01, "left", "bottom"),
@@ -210,7 +211,8 @@ def _natural(label: str) -> tuple:
 def hyperparameter_scatter(trials: pd.DataFrame, params: Sequence[str], scales: Mapping[str, str] | None = None,
                            metric: str = "dev_error", metric_label: str = "dev error") -> go.Figure:
     """`metric` against each searched setting, one small plot each, on the setting's own scale: a log x axis
-    for a loguniform setting, 1 - beta on a log x axis for loguniform_one_minus, categories as categories."""
+    for a loguniform setting, 1 - beta on a log x axis for loguniform_one_minus; a box per value for a
+    categorical setting."""
     scales = scales or {}
     found = _plottable(trials, params, metric, metric_label)
     if isinstance(found, go.Figure):
@@ -223,27 +225,30 @@ def hyperparameter_scatter(trials: pd.DataFrame, params: Sequence[str], scales: 
                         vertical_spacing=0.6 / n_rows if n_rows > 1 else 0.1)
     y = pd.to_numeric(rows[metric]).to_numpy(dtype=np.float64)
     names = _hover_names(rows)
-    run_ids = rows["run_id"].tolist() if "run_id" in rows else None
     for i, setting in enumerate(settings):
         row, col = divmod(i, n_cols)
         row, col = row + 1, col + 1
         values = numbers(rows[setting])
         scale = scales.get(setting)
         axis = dict(title_text=setting)
+        hover = f"%{{text}}<br>{setting} %{{x}}<br>{metric_label} %{{y:.4g}}<extra></extra>"
         if values is not None:
             x: Any = 1.0 - values if scale == "log_one_minus" else values
             if scale in LOG_SCALES and (x[np.isfinite(x)] > 0).all():
                 axis |= dict(type="log", title_text="1 - " + setting if scale == "log_one_minus" else setting)
             else:
                 axis |= dict(type="linear")
+            trace: Any = go.Scatter(x=x, y=y, mode="markers", name=setting, showlegend=False, text=names,
+                                    marker=dict(size=9, opacity=0.8), hovertemplate=hover)
         else:
+            # A box of the metric per value, with every trial as a point up to BOX_POINTS trials, the outliers
+            # only beyond: a column of hundreds of points on top of each other said less, and cost the drawing.
             x = category_labels(rows[setting])
             axis |= dict(type="category", categoryorder="array", categoryarray=sorted(set(x), key=_natural))
-        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=setting, showlegend=False, text=names,
-                                 customdata=run_ids, marker=dict(size=9, opacity=0.8),
-                                 hovertemplate=f"%{{text}}<br>{setting} %{{x}}<br>{metric_label} %{{y:.4g}}"
-                                               "<extra></extra>"),
-                      row=row, col=col)
+            trace = go.Box(x=x, y=y, name=setting, showlegend=False, text=names,
+                           boxpoints="all" if len(rows) <= BOX_POINTS else "outliers", jitter=0.3, pointpos=0,
+                           marker=dict(size=7, opacity=0.8), hovertemplate=hover)
+        fig.add_trace(trace, row=row, col=col)
         fig.update_xaxes(row=row, col=col, **axis)
         if col == 1:
             fig.update_yaxes(title_text=metric_label, row=row, col=col)
@@ -299,7 +304,7 @@ def bias_variance_scatter(trials: pd.DataFrame, color_by: str | None = None,
     values = numbers(rows[color_by]) if color_by else None
     if color_by is None:
         fig.add_trace(go.Scatter(x=bias, y=variance, mode="markers", text=names, name="trials", marker=marker,
-                                 customdata=rows.get("run_id"), hovertemplate=hover + "<extra></extra>"))
+                                 hovertemplate=hover + "<extra></extra>"))
     elif values is not None:
         scale = scales.get(color_by)
         shown = on_scale(values, scale)
@@ -307,7 +312,7 @@ def bias_variance_scatter(trials: pd.DataFrame, color_by: str | None = None,
             shown, scale = values, "linear"
         label = axis_label(color_by, scale)
         fig.add_trace(go.Scatter(
-            x=bias, y=variance, mode="markers", text=names, name=label, customdata=rows.get("run_id"),
+            x=bias, y=variance, mode="markers", text=names, name=label,
             marker=marker | dict(color=shown, colorscale="Viridis", showscale=True,
                                  colorbar=dict(title=dict(text=label))),
             hovertemplate=hover + f"<br>{label} %{{marker.color:.4g}}<extra></extra>"))
@@ -317,7 +322,6 @@ def bias_variance_scatter(trials: pd.DataFrame, color_by: str | None = None,
             chosen = labels == level
             fig.add_trace(go.Scatter(x=bias[chosen], y=variance[chosen], mode="markers", name=f"{color_by} = {level}",
                                      text=[n for n, c in zip(names, chosen, strict=True) if c], marker=marker,
-                                     customdata=rows["run_id"][chosen] if "run_id" in rows else None,
                                      hovertemplate=hover + "<extra></extra>"))
 
     # Axis ranges that always hold both thresholds and 0, so each corner of the plot lies in its quadrant.

@@ -15,6 +15,7 @@ from dashboard.figures import UIREVISION
 from dashboard.figures.curves import learning_curves, smoothing_beta
 from dashboard.figures.sweeps import (
     AXIS_WIDTH,
+    BOX_POINTS,
     axis_label,
     bias_variance_scatter,
     hyperparameter_scatter,
@@ -129,8 +130,17 @@ def test_dev_error_against_each_setting_on_its_own_scale() -> None:
     np.testing.assert_allclose(fig.data[1].x, [0.1, 0.01, 0.001])
     assert fig.layout.xaxis3.type == "linear"
     assert fig.layout.xaxis4.type == "category" and list(fig.data[3].x) == ["tanh", "relu", "relu"]
-    assert list(fig.data[0].customdata) == ["a" * 32, "b" * 32, "c" * 32]
+    # a categorical setting: a box of the dev error per value, every trial a point beside it in a small sweep
+    assert fig.data[3].type == "box" and fig.data[3].boxpoints == "all"
+    np.testing.assert_allclose(fig.data[3].y, [0.12, 0.32, 0.20])
+    assert list(fig.data[0].text) == ["t0", "t1", "t2"]  # the hover names the trial
     assert fig.layout.yaxis.title.text == "dev error"
+
+
+def test_a_large_sweep_s_categorical_box_shows_only_its_outliers_as_points() -> None:
+    many = pd.concat([trials().iloc[:3]] * (BOX_POINTS // 3 + 1), ignore_index=True)
+    box = hyperparameter_scatter(many, SETTINGS, SCALES).data[3]
+    assert box.type == "box" and box.boxpoints == "outliers" and len(box.y) == len(many) > BOX_POINTS
 
 
 def test_importance_bars_put_the_most_important_setting_on_top() -> None:
