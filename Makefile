@@ -62,8 +62,8 @@ browser: ## Install Debian's chromium and chromium-driver for the dashboard's br
 		{ $$( [ "$$(id -u)" = 0 ] || echo sudo -n ) apt-get install -y -q chromium chromium-driver >/dev/null || \
 		  echo "make browser: could not install chromium; the browser test will say so" >&2; }
 
-test: setup browser ## Run the test suite.
-	$(PY) -m pytest -q $(ARGS)
+test: setup browser ## Run the test suite (in two workers: about half of it is waiting, not computing).
+	$(PY) -m pytest -q -n 2 --dist loadgroup $(ARGS)
 
 $(VENV)/.bench-installed: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
