@@ -81,12 +81,13 @@ def render_content(reader: Reader, pathname: str | None, search: str | None, val
 # evaluated while the server computes the page. Until it has run, window.Plotly is a promise of it: dcc.Graph waits
 # on window.Plotly when it is set, and would otherwise fetch the full bundle itself.
 #
-# Once loaded, each figure is drawn in a task of its own, in the order dcc.Graph asks (the page's): after the browser
-# has had a frame to paint (or 50 ms, where no frames come: a tab in the background), and behind other waiting work
-# (a background-priority task where the browser has scheduler.postTask: the table's code arriving meanwhile renders
-# first). dcc.Graph draws every figure of an answer in the task that mounts them, so the window showed nothing of
-# the page (its text, its table) until the last figure, below the window, was drawn: 0.8-1.2 s of the sweep page.
-# A figure whose graph has left the page meanwhile is not drawn.
+# Once loaded, each figure is drawn in a task of its own after the browser has had a frame to paint (or 50 ms, where
+# no frames come: a tab in the background), behind other work waiting (a background-priority task, where the
+# browser has scheduler.postTask: the table's code arriving meanwhile renders first), in the order dcc.Graph asks,
+# which is the page's. dcc.Graph draws every
+# figure of an answer in the task that mounts them, so the window showed nothing of the page (its text, its table)
+# until the last figure, below the window, was drawn: 0.8-1.2 s of the sweep page. A figure whose graph has left the
+# page meanwhile is not drawn.
 PLOTLY_BUNDLE = "plotly-cartesian-4.1.1.min.js"
 RENDERER = """<script id="_dash-renderer" type="application/javascript">
 function fitlensNextFrame() {
