@@ -75,52 +75,20 @@ def render_content(reader: Reader, pathname: str | None, search: str | None, val
 
 
 # Plotly.js: plotly.py's full bundle is 4.8 MB (~0.7 s to evaluate cold, longer to compile its drawing code on
-# first use); the pages draw only cartesian traces (scatter, bar, box, heatmap), which plotly.js's official
-# "cartesian" partial bundle of the same version holds in 1.5 MB (assets/, kept to plotly.py's version by a test).
-# It starts loading as the first callback request leaves (request_pre, the renderer's documented hook), so it is
-# evaluated while the server computes the page. Until it has run, window.Plotly is a promise of it: dcc.Graph waits
-# on window.Plotly when it is set, and would otherwise fetch the full bundle itself.
-#
-# Once loaded, each figure is drawn in a task of its own after the browser has had a frame to paint (or 50 ms, where
-# no frames come: a tab in the background), behind other work waiting (a background-priority task, where the
-# browser has scheduler.postTask: the table's code arriving meanwhile renders first), in the order dcc.Graph asks,
-# which is the page's. dcc.Graph draws every
-# figure of an answer in the task that mounts them, so the window showed nothing of the page (its text, its table)
-# until the last figure, below the window, was drawn: 0.8-1.2 s of the sweep page. A figure whose graph has left the
-# page meanwhile is not drawn.
+# first use); the pages draw only cartesian traces (scatter, bar, heatmap), which plotly.js's official "cartesian"
+# partial bundle of the same version holds in 1.5 MB (assets/, kept to plotly.py's version by a test). It starts
+# loading as the first callback request leaves (request_pre, the renderer's documented hook), so it is evaluated
+# while the server computes the page. Until it has run, window.Plotly is a promise of it: dcc.Graph waits on
+# window.Plotly when it is set, and would otherwise fetch the full bundle itself.
 PLOTLY_BUNDLE = "plotly-cartesian-4.1.1.min.js"
 RENDERER = """<script id="_dash-renderer" type="application/javascript">
-function fitlensNextFrame() {
-    return new Promise(function (resolve) {
-        var waiting = true;
-        var go = function () {
-            if (!waiting) { return; }
-            waiting = false;
-            if (window.scheduler && scheduler.postTask) { scheduler.postTask(resolve, {priority: "background"}); }
-            else { setTimeout(resolve, 0); }
-        };
-        requestAnimationFrame(go);
-        setTimeout(go, 50);
-    });
-}
-function fitlensDrawAfterPaint(Plotly) {
-    var react = Plotly.react, queue = Promise.resolve();
-    Plotly.react = function (gd) {
-        var args = arguments;
-        var drawn = queue.then(fitlensNextFrame).then(function () {
-            return gd.isConnected ? react.apply(Plotly, args) : gd;
-        });
-        queue = drawn.catch(function () {});
-        return drawn;
-    };
-}
 var renderer = new DashRenderer({request_pre: function () {
     if (window.Plotly) { return; }
     window.Plotly = new Promise(function (resolve, reject) {
         var script = document.createElement("script");
         script.src = "PLOTLY_JS";
         script.async = true;
-        script.onload = function () { fitlensDrawAfterPaint(window.Plotly); resolve(); };
+        script.onload = function () { resolve(); };
         script.onerror = reject;
         document.head.appendChild(script);
     });
