@@ -10,6 +10,7 @@ only ever passed as text, which Dash renders inert.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import traceback
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
+from plotly.io.json import to_json_plotly
 
 from dashboard import ids
 from dashboard.components import message
@@ -75,20 +77,58 @@ def render_content(reader: Reader, pathname: str | None, search: str | None, val
 
 
 # Plotly.js: plotly.py's full bundle is 4.8 MB (~0.7 s to evaluate cold, longer to compile its drawing code on
-# first use); the pages draw only cartesian traces (scatter, bar, heatmap), which plotly.js's official "cartesian"
-# partial bundle of the same version holds in 1.5 MB (assets/, kept to plotly.py's version by a test). It starts
-# loading as the first callback request leaves (request_pre, the renderer's documented hook), so it is evaluated
-# while the server computes the page. Until it has run, window.Plotly is a promise of it: dcc.Graph waits on
-# window.Plotly when it is set, and would otherwise fetch the full bundle itself.
+# first use); the pages draw only cartesian traces (scatter, bar, box, heatmap), which plotly.js's official
+# "cartesian" partial bundle of the same version holds in 1.5 MB (assets/, kept to plotly.py's version by a test).
+# It starts loading as the first callback request leaves (request_pre, the renderer's documented hook), so it is
+# evaluated while the server computes the page. Until it has run, window.Plotly is a promise of it: dcc.Graph waits
+# on window.Plotly when it is set, and would otherwise fetch the full bundle itself.
+#
+# Once loaded, each figure is drawn in a task of its own, in the order dcc.Graph asks (the page's): after the browser
+# has had a frame to paint (or 50 ms, where no frames come: a tab in the background), and behind other waiting work
+# (a background-priority task where the browser has scheduler.postTask: the table's code arriving meanwhile renders
+# first). dcc.Graph draws every figure of an answer in the task that mounts them, so the window showed nothing of
+# the page (its text, its table) until the last figure, below the window, was drawn: 0.8-1.2 s of the sweep page.
+# A graph has at most one draw waiting, with the latest figure asked for; one whose graph has left the page is
+# not drawn.
 PLOTLY_BUNDLE = "plotly-cartesian-4.1.1.min.js"
 RENDERER = """<script id="_dash-renderer" type="application/javascript">
+function fitlensAfterPaint() {
+    return new Promise(function (resolve) {
+        var waiting = true;
+        var go = function () {
+            if (!waiting) { return; }
+            waiting = false;
+            if (window.scheduler && scheduler.postTask) { scheduler.postTask(resolve, {priority: "background"}); }
+            else { setTimeout(resolve, 0); }
+        };
+        requestAnimationFrame(go);
+        setTimeout(go, 50);
+    });
+}
+function fitlensDrawAfterPaint(Plotly) {
+    var react = Plotly.react, queue = Promise.resolve();
+    Plotly.react = function (gd) {
+        var pending = gd.fitlensPending;
+        if (pending) {
+            pending.args = arguments;
+            return pending.drawn;
+        }
+        pending = gd.fitlensPending = {args: arguments};
+        pending.drawn = queue.then(fitlensAfterPaint).then(function () {
+            gd.fitlensPending = null;
+            return gd.isConnected ? react.apply(Plotly, pending.args) : gd;
+        });
+        queue = pending.drawn.catch(function () {});
+        return pending.drawn;
+    };
+}
 var renderer = new DashRenderer({request_pre: function () {
     if (window.Plotly) { return; }
     window.Plotly = new Promise(function (resolve, reject) {
         var script = document.createElement("script");
         script.src = "PLOTLY_JS";
         script.async = true;
-        script.onload = function () { resolve(); };
+        script.onload = function () { fitlensDrawAfterPaint(window.Plotly); resolve(); };
         script.onerror = reject;
         document.head.appendChild(script);
     });
@@ -131,6 +171,31 @@ def render_page(reader: Reader, pathname: str | None, search: str | None) -> tup
     return controls, render_content(reader, pathname, search, control_values(controls))
 
 
+def drawn_record(values: Mapping[str, Any], content: Any) -> dict[str, Any]:
+    """What the page keeps of the content it shows (ids.DRAWN_WITH): the controls' values it was drawn with, and a
+    digest of it as the browser receives it."""
+    digest = hashlib.blake2b(to_json_plotly(content).encode(), digest_size=16).hexdigest()
+    return {"values": dict(values), "digest": digest}
+
+
+def redraw(reader: Reader, pathname: str | None, search: str | None, values: Mapping[str, Any],
+           drawn: Mapping[str, Any] | None, refresh: bool) -> tuple[Any, Any]:
+    """The content callback's answer: (content, drawn record), no_update for either where it would not change.
+
+    A control change to the values the content was drawn with (a dropdown reports its value once mounted) renders
+    nothing. Otherwise the content is rendered (cached data: a live refresh of finished runs costs little on the
+    server), but sent only when it differs from what the page shows: the browser would redraw every figure, about
+    a second of the sweep page's, every refresh interval."""
+    drawn = drawn or {}
+    if not refresh and dict(values) == drawn.get("values"):
+        return no_update, no_update
+    content = render_content(reader, pathname, search, values)
+    record = drawn_record(values, content)
+    if record["digest"] != drawn.get("digest"):
+        return content, record
+    return no_update, (no_update if record == drawn else record)
+
+
 def create_app(uri: str | None = None, refresh_ms: int = REFRESH_MS) -> Dash:
     """The dashboard over the tracking store `uri` (default: MLFLOW_TRACKING_URI, else ./mlflow.db)."""
     reader = Reader(uri)
@@ -155,11 +220,10 @@ def create_app(uri: str | None = None, refresh_ms: int = REFRESH_MS) -> Dash:
                   Input(ids.URL, "pathname"), Input(ids.URL, "search"))
     def route(pathname: str | None, search: str | None) -> tuple[Any, Any, dict[str, Any]]:
         controls, content = render_page(reader, pathname, search)
-        return controls, content, control_values(controls)
+        return controls, content, drawn_record(control_values(controls), content)
 
     # Not at load, nor when the route puts new controls on the page (prevent_initial_call): the route drew the
-    # content with their values. A control that reports its value unchanged (a dropdown does, once mounted)
-    # costs a request but no redraw.
+    # content with their values.
     @app.callback(
         Output(ids.CONTENT, "children", allow_duplicate=True), Output(ids.DRAWN_WITH, "data", allow_duplicate=True),
         Input(ids.REFRESH, "n_intervals"), Input({"type": "control", "name": ALL}, "value"),
@@ -168,10 +232,11 @@ def create_app(uri: str | None = None, refresh_ms: int = REFRESH_MS) -> Dash:
     )
     def update(_tick: int, _values: list, pathname: str | None, search: str | None, live: list,
                drawn_with: dict[str, Any] | None) -> tuple[Any, Any]:
-        values = {item["id"]["name"]: item.get("value") for item in ctx.inputs_list[1]}
-        if ctx.triggered_id == ids.REFRESH and not live or ctx.triggered_id != ids.REFRESH and values == drawn_with:
+        refresh = ctx.triggered_id == ids.REFRESH
+        if refresh and not live:
             return no_update, no_update
-        return render_content(reader, pathname, search, values), values
+        values = {item["id"]["name"]: item.get("value") for item in ctx.inputs_list[1]}
+        return redraw(reader, pathname, search, values, drawn_with, refresh)
 
     app.reader = reader  # for tests and benchmarks
     return app

@@ -22,4 +22,4 @@ HISTOGRAMS = "histograms"
 DEPTH_PROFILE = "depth-profile"
 STAT = "stat"
 CONTENT = "content"  # the routed page's data-driven part (figures, tables), rebuilt live
-DRAWN_WITH = "drawn-with"  # the controls' values the content on the page was drawn with
+DRAWN_WITH = "drawn-with"  # what the content on the page was drawn with, and its digest (app.drawn_record)

@@ -65,19 +65,29 @@ def browser() -> Iterator:
     driver.quit()
 
 
+# Figures still to be drawn (each is drawn in a task of its own after the page's text, dashboard/app.py): for each,
+# its id, whether it is on the page, and whether it has a draw waiting.
+UNDRAWN_FIGURES = """return Array.from(document.querySelectorAll('.dash-graph:not(:has(.main-svg))')).map(g => {
+    const gd = g.querySelector('.js-plotly-plot') || g;
+    return [g.id, gd.isConnected, Boolean(gd.fitlensPending)]; });"""
+
+
 def open_page(browser, url: str, expect: str, timeout: float = 60) -> str:
-    """Load `url`, wait until the page's text contains `expect` and nothing is loading; return the text."""
+    """Load `url`, wait until the page's text contains `expect`, nothing is loading and every figure is drawn;
+    return the text."""
     browser.get(url)
     deadline = time.monotonic() + timeout
-    text = ""
+    text, undrawn = "", []
     while time.monotonic() < deadline:
         text = browser.find_element("tag name", "body").text
         loading = browser.find_elements("css selector", "[data-dash-is-loading='true']")
-        if expect in text and not loading:
+        undrawn = browser.execute_script(UNDRAWN_FIGURES)
+        if expect in text and not loading and not undrawn:
             time.sleep(0.5)  # the last figures settle
             return browser.find_element("tag name", "body").text
         time.sleep(0.3)
-    raise AssertionError(f"{url}: {expect!r} never appeared; the page says:\n{text[:3000]}")
+    raise AssertionError(f"{url}: {expect!r} never appeared with every figure drawn (undrawn: [id, on the page, "
+                         f"waiting to draw] {undrawn}); the page says:\n{text[:3000]}")
 
 
 # Traces Plotly found no module for (a type missing from the cartesian bundle the dashboard loads): their types.
