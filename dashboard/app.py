@@ -164,18 +164,21 @@ def control_values(tree: Any) -> dict[str, Any]:
     return found
 
 
-def render_page(reader: Reader, pathname: str | None, search: str | None) -> tuple[Any, Any]:
-    """What a URL shows: the page's controls, and its content with their initial values, in one answer (the
-    browser would otherwise draw the content once before the controls exist and again after)."""
-    controls = render_controls(reader, pathname, search)
-    return controls, render_content(reader, pathname, search, control_values(controls))
-
-
 def drawn_record(values: Mapping[str, Any], content: Any) -> dict[str, Any]:
     """What the page keeps of the content it shows (ids.DRAWN_WITH): the controls' values it was drawn with, and a
     digest of it as the browser receives it."""
     digest = hashlib.blake2b(to_json_plotly(content).encode(), digest_size=16).hexdigest()
     return {"values": dict(values), "digest": digest}
+
+
+def render_page(reader: Reader, pathname: str | None, search: str | None) -> tuple[Any, Any, dict[str, Any]]:
+    """What a URL shows, the route callback's answer: the page's controls, its content with their initial values
+    (in one answer: the browser would otherwise draw the content once before the controls exist and again after),
+    and the drawn record of that content."""
+    controls = render_controls(reader, pathname, search)
+    values = control_values(controls)
+    content = render_content(reader, pathname, search, values)
+    return controls, content, drawn_record(values, content)
 
 
 def redraw(reader: Reader, pathname: str | None, search: str | None, values: Mapping[str, Any],
@@ -219,8 +222,7 @@ def create_app(uri: str | None = None, refresh_ms: int = REFRESH_MS) -> Dash:
     @app.callback(Output(ids.PAGE, "children"), Output(ids.CONTENT, "children"), Output(ids.DRAWN_WITH, "data"),
                   Input(ids.URL, "pathname"), Input(ids.URL, "search"))
     def route(pathname: str | None, search: str | None) -> tuple[Any, Any, dict[str, Any]]:
-        controls, content = render_page(reader, pathname, search)
-        return controls, content, drawn_record(control_values(controls), content)
+        return render_page(reader, pathname, search)
 
     # Not at load, nor when the route puts new controls on the page (prevent_initial_call): the route drew the
     # content with their values.

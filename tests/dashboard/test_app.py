@@ -36,9 +36,10 @@ def store(tmp_path: Path) -> tuple[str, dict[str, str]]:
 
 def first_answer(reader: Reader, path: str) -> tuple[dict, dict]:
     """What the route callback puts on the page: the controls' values and the drawn record of its content."""
-    controls, content = render_page(reader, path, "")
+    controls, content, drawn = render_page(reader, path, "")
     values = {c.id["name"]: c.value for c in collect(controls)["controls"]}
-    return values, drawn_record(values, content)
+    assert drawn == drawn_record(values, content)
+    return values, drawn
 
 
 def test_a_refresh_of_a_finished_run_sends_nothing(store) -> None:
