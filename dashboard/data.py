@@ -52,14 +52,14 @@ from tracking.sweep_config import SweepConfig
 from tracking.sweep_store import finished_file, sweep_of, trial_runs
 
 RUN_COLUMNS = ("run_id", "run_name", "status", "train_error", "dev_error", "test_error", "metric", "reference_error",
-               "m_train", "epochs", "weight_norm", "point", "diverged", "stopped_early", "error")
+               "m_train", "epochs", "weight_norm", "frac_small", "point", "diverged", "stopped_early", "error")
 # The diagnostics statistics the health flags read (fetching every key's history would cost a query each).
 HEALTH_STATS = ("norm", "std", "nonfinite", "frac_dead", "frac_saturated", "symmetry", "update_ratio")
 # What the run and layers pages read of a run's diagnostics (flags, depth profile, percentile bands): fetched
 # together once, each view takes its own from them.
 PAGE_STATS = (*HEALTH_STATS, "mean", "p01", "p05", "p25", "p50", "p75", "p95", "p99")
 MAX_RUNS = 5000
-KEPT_VERSION = 1  # of what a finished sweep keeps for the dashboard: bump when runs_frame or the sweep report change
+KEPT_VERSION = 2  # of what a finished sweep keeps for the dashboard: bump when runs_frame or the sweep report change
 
 
 def open_client(uri: str | None = None) -> MlflowClient:
@@ -132,7 +132,8 @@ def runs_frame(runs: Iterable[Run], metric: str = "dev/error") -> pd.DataFrame:
     train_error and dev_error are those of the kept (best-dev) weights measured without dropout
     (`best/train/error`, `best/dev/error`), else the last epoch's; reference_error is the param
     data.reference_error (resolved at fit time), else the tag fitlens.reference_error, else 0 (the seeds'
-    e* ~ 0); weight_norm is sqrt(sum over layers of ||W||^2) at the last snapshot, when recorded;
+    e* ~ 0); weight_norm is sqrt(sum over layers of ||W||^2) at the last snapshot, and frac_small the fraction
+    of near-zero weights (|w| < 1e-3) there, mean over layers, when recorded (NaN otherwise);
     metric is `metric` of the kept weights (best/<metric>), else its last value, as a sweep ranks trials.
     """
     rows = []
@@ -140,8 +141,8 @@ def runs_frame(runs: Iterable[Run], metric: str = "dev/error") -> pd.DataFrame:
         metrics, tags = run.data.metrics, run.data.tags
         params = {key: parse_param(value) for key, value in run.data.params.items()}
         reference = params.get("data.reference_error", tags.get("fitlens.reference_error"))
-        weight_norms = [v for k, v in metrics.items() if (p := parse_diag_key(k)) and p[0] == "weight" and
-                        p[2] == "norm"]
+        weights = {stat: [v for k, v in metrics.items() if (p := parse_diag_key(k)) and p[0] == "weight" and
+                          p[2] == stat] for stat in ("norm", "frac_small")}
         row = {
             "run_id": run.info.run_id,
             "run_name": run.info.run_name,
@@ -153,7 +154,8 @@ def runs_frame(runs: Iterable[Run], metric: str = "dev/error") -> pd.DataFrame:
             "reference_error": _float(reference, 0.0),
             "m_train": _float(tags.get(M_TRAIN_TAG), math.nan),
             "epochs": metrics.get("epoch", math.nan),
-            "weight_norm": math.sqrt(sum(v * v for v in weight_norms)) if weight_norms else math.nan,
+            "weight_norm": math.sqrt(sum(v * v for v in weights["norm"])) if weights["norm"] else math.nan,
+            "frac_small": float(np.mean(weights["frac_small"])) if weights["frac_small"] else math.nan,
             "point": json.loads(tags[POINT_TAG]) if POINT_TAG in tags else {},
             "diverged": tags.get(DIVERGED_TAG),
             "stopped_early": tags.get(STOPPED_TAG),
@@ -434,7 +436,9 @@ class Reader:
     def diagnostics(self, run_id: str, stats: Sequence[str] = HEALTH_STATS) -> pd.DataFrame:
         """The diagnostics scalars of `stats` (step, kind, layer, stat, value)."""
         run = self.run(run_id)
-        fetch = PAGE_STATS if set(stats) <= set(PAGE_STATS) else tuple(stats)
+        # A run's own pages ask for several of PAGE_STATS and share one fetch; one statistic (a page comparing
+        # many runs asks each for one) is fetched alone.
+        fetch = PAGE_STATS if len(set(stats)) > 1 and set(stats) <= set(PAGE_STATS) else tuple(stats)
         frame = self.cached(("diagnostics", fetch), self.key(run), lambda: diagnostics_frame(self.client, run, fetch))
         return frame if fetch == tuple(stats) else frame[frame["stat"].isin(stats)].reset_index(drop=True)
 

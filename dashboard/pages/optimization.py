@@ -18,7 +18,7 @@ from dashboard.analysis.thresholds import DEFAULT
 from dashboard.components import control, message, section
 from dashboard.data import DataError, Reader
 from dashboard.figures.training import loss_curves, lr_schedules, update_ratios
-from dashboard.pages.regularization import compared_runs, format_value, graph, header, varying_settings
+from dashboard.pages.regularization import compared_runs, format_value, graph, header, spread, varying_settings
 
 PATH = "/optimization/<run_id>"
 TITLE = "Optimization"
@@ -29,6 +29,7 @@ OPTIM_SETTINGS = ("optim.name", "optim.lr", "data.batch_size", "optim.momentum",
                   "optim.min_lr", "optim.weight_decay", "optim.kwargs")
 EACH_RUN = "run"  # color_by: every run its own colour
 LABEL_SETTINGS = 3  # a run's label names at most this many of the settings that differ
+MAX_RUNS_SHOWN = 30  # runs overlaid at most: more curves cannot be told apart, and each run costs the store a read
 HISTORY_KEYS = ("train/loss", "dev/loss", "lr", "epoch")
 DEFAULT_SMOOTHING = 0.6
 
@@ -105,9 +106,10 @@ def content(reader: Reader, args: dict, values: dict) -> Any:
     color_by = color_by if color_by in (*settings, EACH_RUN) else (settings[0] if settings else EACH_RUN)
     beta = smoothing_beta(values.get("smoothing"))
     labels = run_labels(frame, settings, color_by)
+    shown = labels[labels["run_id"].isin(spread(labels["run_id"].tolist(), MAX_RUNS_SHOWN))]
 
     losses, rates, ratios, without_update = [], [], [], []
-    for run in labels.itertuples(index=False):
+    for run in shown.itertuples(index=False):
         named = {"run_id": run.run_id, "label": run.label, "group": run.group}
         history = reader.history(run.run_id, HISTORY_KEYS)
         losses.append(epoch_losses(history).assign(**named))
@@ -118,18 +120,22 @@ def content(reader: Reader, args: dict, values: dict) -> Any:
         ratios.append(update.assign(**named))
 
     differ = f"they differ in {', '.join(settings)}" if settings else "they share one config"
+    grouped = "run" if color_by == EACH_RUN else color_by
+    summary = [html.P(f"{differ}; the legend groups them by {grouped}.")]
+    if len(shown) < len(labels):
+        summary.append(html.P(f"{len(shown)} of {len(labels)} runs shown, spread evenly from the smallest to the "
+                              f"largest {grouped} (choose another under color by).", className="note"))
     ratio_notes: list[Any] = [html.P(
         "||dW|| / ||W|| of one optimizer step, median over the layers: about 1e-3 is healthy; far below, the "
         "learning rate is too small (the weights barely move); far above, too large. The dotted lines are the "
         f"health flags' thresholds ({DEFAULT.update_ratio_low:g} and {DEFAULT.update_ratio_high:g}).")]
     if without_update:
         ratio_notes.append(message(
-            f"{len(without_update)} of {len(labels)} runs recorded no update-to-weight ratio (the economy "
+            f"{len(without_update)} of {len(shown)} runs shown recorded no update-to-weight ratio (the economy "
             "diagnostics preset skips the update kind); train with diagnostics.preset=default to see it: "
             + ", ".join(without_update[:10]) + (" ..." if len(without_update) > 10 else ""), "info"))
     return html.Div([
-        section(f"{len(labels)} runs, {scope}", html.P(f"{differ}; the legend groups them by "
-                                                        f"{'run' if color_by == EACH_RUN else color_by}.")),
+        section(f"{len(labels)} runs, {scope}", *summary),
         section("Loss curves", html.P("Train loss (solid) and dev loss (dashed) per epoch, smoothed with the "
                                       f"bias-corrected exponentially weighted average, beta = {beta:g}."),
                 graph(loss_curves(_concat(losses, ["key", "step", "epoch", "value"]), beta))),

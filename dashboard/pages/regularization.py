@@ -18,7 +18,7 @@ from dash import dcc, html
 
 from dashboard.analysis.curves import regularization_curve
 from dashboard.components import control, message, run_link, section
-from dashboard.data import RUN_COLUMNS, DataError, Reader, is_sweep
+from dashboard.data import RUN_COLUMNS, Reader, is_sweep
 from dashboard.figures.training import (
     REGULARIZATION_SETTINGS,
     regularization_errors,
@@ -165,7 +165,7 @@ def content(reader: Reader, args: dict, values: dict) -> Any:
     curve_points = curve.points.copy()
     curve_points["label"] = [f"{setting} = {format_value(by_id.at[rid, setting])} ({by_id.at[rid, 'run_name']})"
                              for rid in curve_points["run_id"]]
-    curve_points["frac_small"] = [near_zero_fraction(reader, rid) for rid in curve_points["run_id"]]
+    curve_points["frac_small"] = curve_points["run_id"].map(frame.set_index("run_id")["frac_small"])
     reference = pd.to_numeric(frame["reference_error"], errors="coerce").dropna()
     axis = strength_axis(curve_points["value"], setting)
 
@@ -210,19 +210,6 @@ def spread(items: list[str], most: int) -> list[str]:
     if len(items) <= most:
         return list(items)
     return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, most).round().astype(int))]
-
-
-def near_zero_fraction(reader: Reader, run_id: str) -> float:
-    """The fraction of near-zero weights (frac_small) at the run's last snapshot, mean over layers; NaN when
-    it recorded none."""
-    try:
-        stats = reader.diagnostics(run_id, stats=("frac_small",))
-    except DataError:
-        return math.nan
-    stats = stats[(stats["kind"] == "weight") & (stats["stat"] == "frac_small")]
-    if stats.empty:
-        return math.nan
-    return float(stats[stats["step"] == stats["step"].max()]["value"].mean())
 
 
 def last_weight_histograms(reader: Reader, run_ids: list[str]) -> tuple[pd.DataFrame, list[str]]:

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from mlflow.entities import Metric, Param
 
-from dashboard.data import DataError, Reader
+from dashboard.data import DataError, Reader, runs_frame
 from dashboard.pages import gradcheck, optimization, regularization
 from tests.commands import fitlens
 from tests.dashboard.tree import MARKUP, collect
@@ -184,6 +185,39 @@ def test_gradcheck_page_of_a_run_without_a_report(store) -> None:
                                  "to make one")
 
 
+def test_optimization_page_of_many_runs_overlays_a_spread_of_them(tmp_path: Path) -> None:
+    """35 runs that differ in the learning rate: 30 are drawn, from the smallest rate to the largest, evenly
+    spaced, and the page says so; each run's near-zero fraction is the mean over its layers' latest."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = client_for(uri)
+    experiment = client.create_experiment("many", artifact_location=str(tmp_path / "artifacts"))
+    rates = [round(10 ** (-4 + 3 * i / 34), 8) for i in range(35)]
+    ids = []
+    for i, lr in enumerate(rates):
+        run_id = client.create_run(experiment, run_name=f"lr-{i:02d}").info.run_id
+        metrics = [Metric(key, value, 0, step) for step in (1, 3) for key, value in
+                   (("train/loss", 1.0 / step), ("dev/loss", 1.2 / step), ("dev/error", 0.5 / step),
+                    ("epoch", (step - 1) / 2), ("lr", lr))]
+        metrics += [Metric(diag_key("weight", layer, "frac_small"), value, 0, step)
+                    for step, values in ((0, (0.5, 0.5)), (4, (0.1 * (i % 3), 0.3))) for layer, value in
+                    zip(("hidden", "out"), values, strict=True)]
+        client.log_batch(run_id, metrics=metrics, params=[Param("data.name", "moons"), Param("optim.lr", str(lr))])
+        client.set_terminated(run_id, "FINISHED")
+        ids.append(run_id)
+    reader = Reader(uri)
+    frame = runs_frame(reader.client.search_runs([experiment]))
+    np.testing.assert_allclose(frame.set_index("run_id").loc[ids, "frac_small"],
+                               [(0.1 * (i % 3) + 0.3) / 2 for i in range(35)])
+
+    found = collect(optimization.content(reader, {"run_id": ids[0]}, {"color_by": "optim.lr"}))
+    losses = figure_with(found, "loss")
+    drawn = list(dict.fromkeys(t.meta for t in losses.data))
+    assert drawn == [ids[i] for i in np.linspace(0, 34, 30).round().astype(int)]
+    assert "35 runs, the runs of run lr-00's experiment on data set moons" in found["all_text"]
+    assert "30 of 35 runs shown, spread evenly from the smallest to the largest optim.lr" in found["all_text"]
+    assert len({t.meta for t in figure_with(found, "learning rate").data}) == 30
+
+
 # --- the overfit sweep: reg.l2 0 vs 30 --------------------------------------------------------------------------
 
 def test_regularization_page_of_the_overfit_sweep(overfit_sweep) -> None:
@@ -209,7 +243,15 @@ def test_regularization_page_of_the_overfit_sweep(overfit_sweep) -> None:
     assert gap[1] < gap[0]  # L2 closes the gap of a net that memorized its training set
     norm = figure_with(found, "weight norm").data[0].y
     assert norm[1] < norm[0]
+    # the near-zero fraction at each trial's last snapshot, mean over layers (from the runs' own latest values)
     near_zero = figure_with(found, "|w| <").data[0].y
+    trials = reader.trials(parent).sort_values("reg.l2")
+    expected = []
+    for trial_id in trials["run_id"]:
+        diag = reader.diagnostics(trial_id, ("frac_small",))
+        weight = diag[diag["kind"] == "weight"]
+        expected.append(weight[weight["step"] == weight["step"].max()]["value"].mean())
+    np.testing.assert_allclose(near_zero, expected)
     assert all(0 <= f <= 1 for f in near_zero)
 
     distributions = figure_with(found, "fraction of the weights")
