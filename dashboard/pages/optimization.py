@@ -123,8 +123,9 @@ def content(reader: Reader, args: dict, values: dict) -> Any:
     grouped = "run" if color_by == EACH_RUN else color_by
     summary = [html.P(f"{differ}; the legend groups them by {grouped}.")]
     if len(shown) < len(labels):
-        summary.append(html.P(f"{len(shown)} of {len(labels)} runs shown, spread evenly from the smallest to the "
-                              f"largest {grouped} (choose another under color by).", className="note"))
+        order = "in the legend's order" if color_by == EACH_RUN else \
+            f"from the smallest to the largest {grouped} (choose another under color by)"
+        summary.append(html.P(f"{len(shown)} of {len(labels)} runs shown, spread evenly {order}.", className="note"))
     ratio_notes: list[Any] = [html.P(
         "||dW|| / ||W|| of one optimizer step, median over the layers: about 1e-3 is healthy; far below, the "
         "learning rate is too small (the weights barely move); far above, too large. The dotted lines are the "

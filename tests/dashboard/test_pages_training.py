@@ -216,6 +216,8 @@ def test_optimization_page_of_many_runs_overlays_a_spread_of_them(tmp_path: Path
     assert "35 runs, the runs of run lr-00's experiment on data set moons" in found["all_text"]
     assert "30 of 35 runs shown, spread evenly from the smallest to the largest optim.lr" in found["all_text"]
     assert len({t.meta for t in figure_with(found, "learning rate").data}) == 30
+    each = collect(optimization.content(reader, {"run_id": ids[0]}, {"color_by": "run"}))
+    assert "30 of 35 runs shown, spread evenly in the legend's order." in each["all_text"]
 
 
 # --- the overfit sweep: reg.l2 0 vs 30 --------------------------------------------------------------------------
