@@ -141,8 +141,10 @@ def runs_frame(runs: Iterable[Run], metric: str = "dev/error") -> pd.DataFrame:
         metrics, tags = run.data.metrics, run.data.tags
         params = {key: parse_param(value) for key, value in run.data.params.items()}
         reference = params.get("data.reference_error", tags.get("fitlens.reference_error"))
-        weights = {stat: [v for k, v in metrics.items() if (p := parse_diag_key(k)) and p[0] == "weight" and
-                          p[2] == stat] for stat in ("norm", "frac_small")}
+        weights: dict[str, list[float]] = {"norm": [], "frac_small": []}  # per layer, at the last snapshot
+        for key, value in metrics.items():
+            if (parsed := parse_diag_key(key)) and parsed[0] == "weight" and parsed[2] in weights:
+                weights[parsed[2]].append(value)
         row = {
             "run_id": run.info.run_id,
             "run_name": run.info.run_name,

@@ -165,7 +165,7 @@ def content(reader: Reader, args: dict, values: dict) -> Any:
     curve_points = curve.points.copy()
     curve_points["label"] = [f"{setting} = {format_value(by_id.at[rid, setting])} ({by_id.at[rid, 'run_name']})"
                              for rid in curve_points["run_id"]]
-    curve_points["frac_small"] = curve_points["run_id"].map(frame.set_index("run_id")["frac_small"])
+    curve_points["frac_small"] = curve_points["run_id"].map(by_id["frac_small"])
     reference = pd.to_numeric(frame["reference_error"], errors="coerce").dropna()
     axis = strength_axis(curve_points["value"], setting)
 
