@@ -69,20 +69,21 @@ from tracking.histograms import ARROW_SCHEMA, schema_document
 from tracking.layout import (
     BEST_RUN_TAG,
     DIAGNOSTICS_DIR,
+    KIND_TAG,
     M_TRAIN_TAG,
     PARENT_RUN_TAG,
     POINT_TAG,
     SCHEMA_FILE,
     SEARCH_SPACE_FILE,
-    SWEEP_KIND_TAG,
     SWEEP_TAG,
     TRIAL_TAG,
     diag_key,
     histogram_part,
 )
-from tracking.store import client_for, experiment_id, quiet_libraries
-from tracking.sweep_config import dump_sweep, sample_configs, sweep_from_dict
+from tracking.store import client_for, quiet_libraries
+from tracking.sweep.config import dump_sweep, sample_configs, sweep_from_dict
 from tracking.sweep_store import write_trials
+from tracking.writer import experiment_id
 
 FITLENS = str(Path(sys.executable).parent / "fitlens")
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -260,7 +261,7 @@ def seed_store(folder: Path, runs: int, steps: int, full_stats: bool) -> Store:
     base_params = flatten(config_to_dict(sweep.base))
     t0 = int(time.time() * 1000) - (runs + 1) * 60_000
     parent = client.create_run(exp, start_time=t0, run_name=f"{sweep.name}-sweep-000000",
-                               tags={SWEEP_KIND_TAG: "sweep", "fitlens.study": sweep.name}).info.run_id
+                               tags={KIND_TAG: "sweep", "fitlens.study": sweep.name}).info.run_id
     parent_params = {"search": sweep.search, "scheduler": sweep.scheduler, "num_samples": runs, "trials": runs,
                      "metric": sweep.metric, "max_concurrent": sweep.max_concurrent,
                      **{f"space.{key}": json.dumps(d.to_dict()) for key, d in sweep.space.items()}}

@@ -29,10 +29,11 @@ from lightning_modules.config import RunConfig
 from tracking.callback import DiagnosticsCallback
 from tracking.config import load_config
 from tracking.diagnostics import PRESETS, activation_modules
+from tracking.logger import MlflowLogger
 from tracking.stats import summarize
-from tracking.store import client_for, experiment_id, quiet_libraries
+from tracking.store import client_for, quiet_libraries
 from tracking.train import prepare, torch_threads
-from tracking.writer import MlflowLogger, RunWriter
+from tracking.writer import RunWriter, experiment_id
 
 ARCHS = {
     "mlp": [],  # the default config: 2 hidden layers of 100 ReLU units

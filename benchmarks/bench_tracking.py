@@ -45,9 +45,9 @@ from mlflow.tracking import MlflowClient
 from tracking.config import load_config
 from tracking.layout import diag_key
 from tracking.stats import STAT_NAMES
-from tracking.store import client_for, experiment_id, is_embedded, quiet_libraries
+from tracking.store import client_for, is_embedded, quiet_libraries
 from tracking.train import torch_threads
-from tracking.writer import RunWriter
+from tracking.writer import RunWriter, experiment_id
 
 FITLENS = str(Path(sys.executable).parent / "fitlens")
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}

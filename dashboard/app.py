@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,9 +22,10 @@ from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 from plotly.io.json import to_json_plotly
 
 from dashboard import ids
+from dashboard.cache import CachedReader
 from dashboard.components import message
-from dashboard.data import DataError, Reader
 from dashboard.pages import PAGES
+from tracking.reader import DataError
 
 REFRESH_MS = 5000  # live refresh while a sweep runs; finished runs are cached, so a refresh costs little
 
@@ -45,7 +46,19 @@ def query(search: str | None) -> dict[str, str]:
     return {key: values[0] for key, values in parse_qs((search or "").lstrip("?")).items()}
 
 
-def render_controls(reader: Reader, pathname: str | None, search: str | None) -> Any:
+def _guarded(render: Callable[[], Any]) -> Any:
+    """render(), or a notice in the page when it fails: a DataError says what the store holds that cannot be read,
+    and any other exception (a page bug) must not become a server error."""
+    try:
+        return render()
+    except DataError as err:
+        return message(str(err))
+    except Exception as err:
+        traceback.print_exc()
+        return message(f"this view failed: {type(err).__name__}: {err}"[:500])
+
+
+def render_controls(reader: CachedReader, pathname: str | None, search: str | None) -> Any:
     routed = match(pathname)
     if routed is None:
         return message(f"no page at {str(pathname)[:200]!r}; the pages are: "
@@ -53,103 +66,41 @@ def render_controls(reader: Reader, pathname: str | None, search: str | None) ->
     page, args = routed
     # Query names are the URL's: one that is also an argument name (?reader=, ?run_id=) must not reach it.
     extra = {k: v for k, v in query(search).items() if k not in args and k != "reader"}
-    try:
-        return page.controls(reader, **args, **extra)
-    except DataError as err:
-        return message(str(err))
-    except Exception as err:  # a page bug must not become a server error: say what failed
-        traceback.print_exc()
-        return message(f"this view failed: {type(err).__name__}: {err}"[:500])
+    return _guarded(lambda: page.controls(reader, **args, **extra))
 
 
-def render_content(reader: Reader, pathname: str | None, search: str | None, values: Mapping[str, Any]) -> Any:
+def render_content(reader: CachedReader, pathname: str | None, search: str | None,
+                   values: Mapping[str, Any]) -> Any:
     routed = match(pathname)
     if routed is None:
         return None
     page, args = routed
-    try:
-        return page.content(reader, {**query(search), **args}, dict(values))
-    except DataError as err:
-        return message(str(err))
-    except Exception as err:  # a page bug must not become a server error: say what failed
-        traceback.print_exc()
-        return message(f"this view failed: {type(err).__name__}: {err}"[:500])
+    return _guarded(lambda: page.content(reader, {**query(search), **args}, dict(values)))
 
 
 # Plotly.js: plotly.py's full bundle is 4.8 MB (~0.7 s to evaluate cold, longer to compile its drawing code on
 # first use); the pages draw only cartesian traces (scatter, bar, box, heatmap), which plotly.js's official
 # "cartesian" partial bundle of the same version holds in 1.5 MB (assets/, kept to plotly.py's version by a test).
-# It starts loading as the first callback request leaves (request_pre, the renderer's documented hook), so it is
-# evaluated while the server computes the page. Until it has run, window.Plotly is a promise of it: dcc.Graph waits
-# on window.Plotly when it is set, and would otherwise fetch the full bundle itself.
-#
-# Once loaded, each figure is drawn in a task of its own, in the order dcc.Graph asks (the page's): after the browser
-# has had a frame to paint (or 50 ms, where no frames come: a tab in the background), and behind other waiting work
-# (a background-priority task where the browser has scheduler.postTask: the table's code arriving meanwhile renders
-# first). dcc.Graph draws every figure of an answer in the task that mounts them, so the window showed nothing of
-# the page (its text, its table) until the last figure, below the window, was drawn: 0.8-1.2 s of the sweep page.
-# A graph has at most one draw waiting, with the latest figure asked for; one whose graph has left the page is
-# not drawn.
+# assets/fitlens-draw.js loads it with the first callback request and draws each figure in a task of its own after
+# the browser has painted: dcc.Graph drew every figure of an answer in the task that mounted them, so the window
+# showed nothing of the page (its text, its table) until the last figure, below the window, was drawn: 0.8-1.2 s of
+# the sweep page.
 PLOTLY_BUNDLE = "plotly-cartesian-4.1.1.min.js"
-RENDERER = """<script id="_dash-renderer" type="application/javascript">
-function fitlensAfterPaint() {
-    return new Promise(function (resolve) {
-        var waiting = true;
-        var go = function () {
-            if (!waiting) { return; }
-            waiting = false;
-            if (window.scheduler && scheduler.postTask) { scheduler.postTask(resolve, {priority: "background"}); }
-            else { setTimeout(resolve, 0); }
-        };
-        requestAnimationFrame(go);
-        setTimeout(go, 50);
-    });
-}
-function fitlensDrawAfterPaint(Plotly) {
-    var react = Plotly.react, queue = Promise.resolve();
-    Plotly.react = function (gd) {
-        var pending = gd.fitlensPending;
-        if (pending) {
-            pending.args = arguments;
-            return pending.drawn;
-        }
-        pending = gd.fitlensPending = {args: arguments};
-        pending.drawn = queue.then(fitlensAfterPaint).then(function () {
-            gd.fitlensPending = null;
-            return gd.isConnected ? react.apply(Plotly, pending.args) : gd;
-        });
-        queue = pending.drawn.catch(function () {});
-        return pending.drawn;
-    };
-}
-var renderer = new DashRenderer({request_pre: function () {
-    if (window.Plotly) { return; }
-    window.Plotly = new Promise(function (resolve, reject) {
-        var script = document.createElement("script");
-        script.src = "PLOTLY_JS";
-        script.async = true;
-        script.onload = function () { fitlensDrawAfterPaint(window.Plotly); resolve(); };
-        script.onerror = reject;
-        document.head.appendChild(script);
-    });
-}});
-</script>"""
+RENDERER = 'var renderer = new DashRenderer(fitlensRendererHooks("{url}"));'
 # Dash's bundles need Babel's polyfill (regeneratorRuntime), but its core-js replaces the browser's own whitespace
 # trimming and number parsing with JavaScript ones (it still counts U+180E as whitespace, which Unicode stopped doing
 # in 2013, so it finds every browser's own wrong). Those ran on the drawing path: d3 trims class names for every
 # element it styles (0.25-0.45 s of the sweep page), and Plotly parses a colour with parseInt for every marker
-# (35 ms). Every browser Dash 4 runs in has correct native ones, so they are saved before the polyfill and put back.
-NATIVE = ("String.prototype.trim", "String.prototype.trimStart", "String.prototype.trimEnd",
-          "String.prototype.trimLeft", "String.prototype.trimRight", "parseInt", "parseFloat", "Number.parseInt",
-          "Number.parseFloat")
+# (35 ms). Every browser Dash 4 runs in has correct native ones: assets/native-save.js saves them before the polyfill
+# and assets/native-restore.js (an ordinary asset, loaded after it) puts them back.
+NATIVE_SAVE = "native-save.js"
 POLYFILL = re.compile(r'(<script src="[^"]*/polyfill@[^"]*"></script>)')
-KEEP_NATIVE = (f"<script>var fitlensNative = [{', '.join(NATIVE)}];</script>\\1<script>"
-               + "".join(f"{name} = fitlensNative[{i}]; " for i, name in enumerate(NATIVE)).rstrip() + "</script>")
 
 
 class _Dash(Dash):
     def interpolate_index(self, **kwargs: Any) -> str:
-        kwargs["scripts"] = POLYFILL.sub(KEEP_NATIVE, kwargs.get("scripts", ""), count=1)
+        save = f'<script src="{self.get_asset_url(NATIVE_SAVE)}"></script>'
+        kwargs["scripts"] = POLYFILL.sub(lambda found: save + found.group(1), kwargs.get("scripts", ""), count=1)
         return super().interpolate_index(**kwargs)
 
 
@@ -171,7 +122,7 @@ def drawn_record(values: Mapping[str, Any], content: Any) -> dict[str, Any]:
     return {"values": dict(values), "digest": digest}
 
 
-def render_page(reader: Reader, pathname: str | None, search: str | None) -> tuple[Any, Any, dict[str, Any]]:
+def render_page(reader: CachedReader, pathname: str | None, search: str | None) -> tuple[Any, Any, dict[str, Any]]:
     """What a URL shows, the route callback's answer: the page's controls, its content with their initial values
     (in one answer: the browser would otherwise draw the content once before the controls exist and again after),
     and the drawn record of that content."""
@@ -181,7 +132,7 @@ def render_page(reader: Reader, pathname: str | None, search: str | None) -> tup
     return controls, content, drawn_record(values, content)
 
 
-def redraw(reader: Reader, pathname: str | None, search: str | None, values: Mapping[str, Any],
+def redraw(reader: CachedReader, pathname: str | None, search: str | None, values: Mapping[str, Any],
            drawn: Mapping[str, Any] | None, refresh: bool) -> tuple[Any, Any]:
     """The content callback's answer: (content, drawn record), no_update for either where it would not change.
 
@@ -201,11 +152,10 @@ def redraw(reader: Reader, pathname: str | None, search: str | None, values: Map
 
 def create_app(uri: str | None = None, refresh_ms: int = REFRESH_MS) -> Dash:
     """The dashboard over the tracking store `uri` (default: MLFLOW_TRACKING_URI, else ./mlflow.db)."""
-    reader = Reader(uri)
+    reader = CachedReader(uri)
     app = _Dash(__name__, title="fitlens", update_title=None, suppress_callback_exceptions=True,
-                assets_folder="assets", assets_ignore=re.escape(PLOTLY_BUNDLE))  # served, loaded by RENDERER
-    plotly_js = app.get_asset_url(PLOTLY_BUNDLE)
-    app.index_string = app.index_string.replace("{%renderer%}", RENDERER.replace("PLOTLY_JS", plotly_js))
+                assets_folder="assets", assets_ignore=f"{re.escape(PLOTLY_BUNDLE)}|{re.escape(NATIVE_SAVE)}")
+    app.renderer = RENDERER.format(url=app.get_asset_url(PLOTLY_BUNDLE))  # served, loaded by the renderer's hook
     app.layout = html.Div([
         dcc.Location(id=ids.URL),
         html.Header([

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from lightning_modules.config import ConfigError
 
 if TYPE_CHECKING:
-    from dashboard.data import Reader
+    from dashboard.cache import CachedReader
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8050
@@ -33,7 +33,7 @@ def serve(uri: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_
     waitress_serve(app.server, host=host, port=port, threads=THREADS, ident="fitlens")
 
 
-def warm_up(reader: Reader) -> None:
+def warm_up(reader: CachedReader) -> None:
     """Pay at start what the first page would pay once per process (~0.5 s): opening the store (MLflow checks an
     embedded store's schema on first use), importing Parquet reading and the Plotly classes the figures use (Plotly
     imports each lazily), and Plotly reading its validators. Nothing of the runs is read or cached."""
@@ -44,7 +44,9 @@ def warm_up(reader: Reader) -> None:
     from plotly.io.json import to_json_plotly
     from plotly.subplots import make_subplots
 
-    reader.experiments()
+    from tracking.reader import experiment_ids
+
+    experiment_ids(reader.client)  # opens the store
     pd.read_parquet(io.BytesIO(pd.DataFrame({"step": [0]}).to_parquet()))  # histogram parts
 
     figure = make_subplots(rows=1, cols=2)

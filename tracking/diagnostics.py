@@ -7,15 +7,13 @@ As in Cockpit, deciding is separate from computing (`tracking.stats`) and storin
 from __future__ import annotations
 
 import fnmatch
-import typing
 from dataclasses import dataclass
 
 from torch import nn
 
-from lightning_modules.config import ConfigError, DiagnosticsConfig, DiagnosticsKind
+from lightning_modules.config import ConfigError, DiagnosticsConfig
 from lightning_modules.layers import ChannelMaxout
-
-KINDS: tuple[str, ...] = typing.get_args(DiagnosticsKind)
+from tracking.layout import KINDS
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Gradient checking (SPEC.md, "Gradient checking"): backprop's gradient against two-sided finite differences.
+"""Gradient checking: backprop's gradient against two-sided finite differences (docs/conventions.md).
 
 With theta all parameters flattened and J the cost of one fixed batch (data loss + the regularization term),
 
@@ -17,7 +17,6 @@ training, and records the report as an MLflow run.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,31 +28,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_modules.config import ConfigError, RunConfig
+from tracking.gradcheck_verdict import gradcheck_verdict
+from tracking.layout import GRADCHECK_METRIC, GRADCHECK_REPORT, KIND_GRADCHECK, KIND_TAG
 
 if TYPE_CHECKING:  # a run-time import would load Lightning for the pure core too
     from lightning_modules.module import FitModule
 
-# The verdict thresholds on the relative difference, in one place. The course reads ~1e-7 as great, ~1e-5 as
-# "look closer" and >= 1e-3 as worry; the boundaries sit between those orders of magnitude. Float64 rounding
-# in J(theta +- eps) alone costs ~1e-16 * |J| / eps ~ 1e-9 per coordinate, far below GREAT_BELOW.
-GREAT_BELOW = 1e-6
-WORRY_AT = 1e-3
-VERDICTS = ("great", "look closer", "worry")
-
-DEFAULT_EPS = 1e-7  # SPEC: eps = 1e-7 with float64 arithmetic
+DEFAULT_EPS = 1e-7  # with float64 arithmetic (docs/conventions.md, "Gradient checking")
 
 Cost = Callable[[nn.Module], Tensor]
 
 
 # ----------------------------------------------------------------------------------------------
 # Pure statistics
-
-
-def gradcheck_verdict(relative_difference: float) -> str:
-    """"great" below GREAT_BELOW, "look closer" below WORRY_AT, else "worry" (NaN or inf included)."""
-    if not math.isfinite(relative_difference) or relative_difference >= WORRY_AT:
-        return "worry"
-    return "great" if relative_difference < GREAT_BELOW else "look closer"
 
 
 def relative_difference(numeric: Tensor, analytic: Tensor) -> float:
@@ -253,14 +240,14 @@ def check_gradients(
         cost: `cost(copy)` returns the scalar cost J of a fixed batch: the data loss plus the regularization
             term, computed from the parameters of the net it is given. The copy is float64, so the batch must
             be float64 too (`x.to(torch.float64)`).
-        eps: the nudge of each coordinate (SPEC: 1e-7).
+        eps: the nudge of each coordinate (1e-7: docs/conventions.md).
         max_per_tensor: check a seeded random subset of this many coordinates per tensor (None: all); for big
             nets, where two forward passes per parameter cost too much.
         seed: the seed of that subset.
 
     Returns:
-        A `GradCheck`: the relative difference over every checked coordinate, its verdict (see GREAT_BELOW and
-        WORRY_AT), and per tensor the relative difference, verdict and worst coordinate.
+        A `GradCheck`: the relative difference over every checked coordinate, its verdict (see
+        `tracking.gradcheck_verdict`), and per tensor the relative difference, verdict and worst coordinate.
     """
     checked_net = copy.deepcopy(net).to(torch.float64).eval()
     coordinates = sample_coordinates(checked_net, max_per_tensor, seed)
@@ -318,9 +305,6 @@ def _tensor_check(name: str, shape: tuple[int, ...], indices: Tensor, approx: Te
 # ----------------------------------------------------------------------------------------------
 # A config's network: check at initialization and after some training, record the run
 
-REPORT_ARTIFACT = "gradcheck/report.json"
-METRIC = "gradcheck/relative_difference"
-
 
 def run_gradcheck(
     cfg: RunConfig,
@@ -345,9 +329,10 @@ def run_gradcheck(
 
     from lightning_modules.module import FitModule
     from lightning_modules.optim import build_optimizer
-    from tracking.recording import recorded_run
+    from tracking.recording import config_tags, recorded_run
     from tracking.store import quiet_libraries
     from tracking.train import prepare
+    from tracking.writer import log_json
 
     _check_arguments(cfg, steps, batch_size, max_per_tensor)
     quiet_libraries()
@@ -362,20 +347,20 @@ def run_gradcheck(
     def cost(net: nn.Module) -> Tensor:
         return training_cost(module, net, x64, y)
 
-    tags = {"fitlens.kind": "gradcheck", "fitlens.dataset": cfg.data.name, "fitlens.arch": cfg.model.arch}
+    tags = {KIND_TAG: KIND_GRADCHECK, **config_tags(cfg)}
     extra_params = {"gradcheck.steps": steps, "gradcheck.batch_size": len(y),
                     "gradcheck.max_per_tensor": max_per_tensor, "gradcheck.eps": DEFAULT_EPS}
     with recorded_run(cfg, uri, tags, extra_params) as run:
         checks = [{"step": 0, **check_gradients(module.net, cost, max_per_tensor=max_per_tensor).to_dict()}]
-        run.writer.log_metrics({METRIC: _metric_value(checks[-1])}, step=0)
+        run.writer.log_metrics({GRADCHECK_METRIC: _metric_value(checks[-1])}, step=0)
         if steps > 0:
             optimizer = build_optimizer(module.net.parameters(), cfg.optim)
             _train_steps(module, datamodule, optimizer, steps)
             checks.append({"step": steps, **check_gradients(module.net, cost, max_per_tensor=max_per_tensor).to_dict()})
-            run.writer.log_metrics({METRIC: _metric_value(checks[-1])}, step=steps)
+            run.writer.log_metrics({GRADCHECK_METRIC: _metric_value(checks[-1])}, step=steps)
         report = _report(checks, run.run_id, run.experiment_id, run.tracking_uri, batch_size=len(y),
                          max_per_tensor=max_per_tensor)
-        run.client.log_text(run.run_id, json.dumps(report, indent=2), REPORT_ARTIFACT)
+        log_json(run.client, run.run_id, report, GRADCHECK_REPORT, indent=2)
     return report
 
 

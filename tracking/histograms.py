@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
+from tracking import sender
 from tracking.layout import DIAGNOSTICS_DIR, SCHEMA_FILE, SCHEMA_VERSION, histogram_part
 from tracking.writer import RunWriter
 
@@ -105,8 +106,7 @@ def _write_part(client: MlflowClient, run_id: str, path: str, columns: dict[str,
     tmp = part.with_suffix(".tmp")
     pq.write_table(table, tmp)
     tmp.rename(part)
-    client.log_artifact(run_id, str(part), DIAGNOSTICS_DIR)
-    part.unlink(missing_ok=True)
+    sender.log_artifact(client, run_id, str(part), DIAGNOSTICS_DIR, delete=True)
 
 
 def _remove_folder(client: MlflowClient, run_id: str, path: str) -> None:

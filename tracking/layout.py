@@ -1,23 +1,42 @@
-"""Names of the run layout in MLflow that tracking writes and the dashboard reads (DESIGN.md).
+"""Names of the run layout in MLflow that `tracking.writer` writes and `tracking.reader` reads: every metric key,
+tag and artifact path, and the names of the diagnostics statistics.
 
-One key-builder per kind of name, so the two sides cannot drift apart.
+One key-builder per kind of name, so the two sides cannot drift apart. No other module spells a `fitlens.` tag.
+The statistics' meaning is documented in docs/diagnostics.md.
 """
 
 from __future__ import annotations
+
+import typing
+
+from lightning_modules.config import DiagnosticsKind
 
 DIAG_PREFIX = "diag"
 DIAGNOSTICS_DIR = "diagnostics"  # histogram parts and schema.json, under the run's artifacts
 SCHEMA_FILE = "schema.json"
 SCHEMA_VERSION = 1
 GRADCHECK_REPORT = "gradcheck/report.json"
+GRADCHECK_METRIC = "gradcheck/relative_difference"  # at the step of each check
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 
-# Run tags. A trial's run is a child of its sweep's parent run.
+# Run tags of every run.
+DATASET_TAG = "fitlens.dataset"  # data.name of the config
+ARCH_TAG = "fitlens.arch"  # model.arch, or the user's module
+REFERENCE_ERROR_TAG = "fitlens.reference_error"  # the reference (human / Bayes) error given in the config
+M_TRAIN_TAG = "fitlens.m_train"  # the number of training examples the fit used (learning curves over m)
 DIVERGED_TAG = "fitlens.diverged"  # where the training loss stopped being finite ("epoch 3, step 96: ...")
 ERROR_TAG = "fitlens.error"  # a FAILED run's error
-SWEEP_KIND_TAG = "fitlens.kind"  # "sweep" on a sweep's parent run
+KIND_TAG = "fitlens.kind"  # what a run that is not a fit is: one of the KIND_ values
+KIND_SWEEP = "sweep"  # a sweep's parent run
+KIND_GRADCHECK = "gradcheck"  # a `fitlens gradcheck` run
+
+# A sweep's parent run; each trial's run is its child.
 SWEEP_HASH_TAG = "fitlens.sweep_hash"  # parent: the sweep file as run and the store (re-running resumes it)
+STUDY_TAG = "fitlens.study"  # parent: the sweep's name
+BEST_RUN_TAG = "fitlens.best_run_id"  # parent: the trial with the lowest metric
+REFINED_FROM_TAG = "fitlens.refined_from"  # parent: the sweep that `fitlens sweep refine` narrowed
+TRIALS_TAG = "fitlens.trials_end_time"  # parent: the end time of the sweep that TRIALS_FILE and KEPT_FILE belong to
 SWEEP_TAG = "fitlens.sweep_id"  # child: the parent run id (MLflow's own mlflow.parentRunId is set too)
 PARENT_RUN_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "fitlens.trial_id"  # child: Ray Tune's trial id
@@ -26,13 +45,34 @@ STOPPED_TAG = "fitlens.stopped_early"  # child: where and why a scheduler stoppe
 RESUMED_TAG = "fitlens.resumed"  # child: the checkpoint a retried trial continued from
 RAY_NODE_TAG = "fitlens.ray_node"  # child: the id of the Ray node its (last) attempt ran on
 HOST_TAG = "fitlens.host"  # child: the host name of that node (where its Ray logs are)
-BEST_RUN_TAG = "fitlens.best_run_id"  # parent: the trial with the lowest metric
-REFINED_FROM_TAG = "fitlens.refined_from"  # parent: the sweep that `fitlens sweep refine` narrowed
-M_TRAIN_TAG = "fitlens.m_train"  # the number of training examples the fit used (learning curves over m)
-SEARCH_SPACE_FILE = "search_space.yaml"  # parent: the sweep file as run
-TRIALS_FILE = "trials.json"  # parent: its trial runs as they were when the sweep finished
-KEPT_FILE = "dashboard.json"  # parent: what the dashboard shows of the sweep, computed when it finished
-TRIALS_TAG = "fitlens.trials_end_time"  # parent: the end time of the sweep that TRIALS_FILE and KEPT_FILE belong to
+
+# A sweep's parent run's artifacts.
+SEARCH_SPACE_FILE = "search_space.yaml"  # the sweep file as run
+TRIALS_FILE = "trials.json"  # its trial runs as they were when the sweep finished
+TRIALS_VERSION = 1  # of TRIALS_FILE's format: {"version", "runs": [{"info", "params", "tags", "metrics"}]}
+RUN_INFO_FIELDS = ("run_id", "experiment_id", "user_id", "status", "start_time", "end_time", "lifecycle_stage",
+                   "artifact_uri", "run_name")  # what TRIALS_FILE keeps of each run's info
+KEPT_FILE = "dashboard.json"  # what the dashboard shows of the sweep, computed when it finished
+
+# The diagnostics statistics, per kind of tensor (docs/diagnostics.md).
+KINDS: tuple[str, ...] = typing.get_args(DiagnosticsKind)  # weight, bias, grad, preact, act, update
+PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
+PERCENTILE_NAMES = tuple(f"p{q:02d}" for q in PERCENTILES)  # p01, p05, p25, p50, p75, p95, p99
+DISTRIBUTION_NAMES = ("mean", "std", "norm", "min", "max", *PERCENTILE_NAMES, "nonfinite")
+STAT_NAMES: dict[str, tuple[str, ...]] = {  # the stats each kind gets, in this order
+    "weight": (*DISTRIBUTION_NAMES, "frac_small", "symmetry"),
+    "bias": DISTRIBUTION_NAMES,
+    "grad": (*DISTRIBUTION_NAMES, "symmetry"),
+    "preact": DISTRIBUTION_NAMES,
+    # No symmetry for act: the weights show identical units already, and activations are the largest tensors.
+    "act": (*DISTRIBUTION_NAMES, "frac_dead", "frac_saturated"),  # frac_saturated: tanh/sigmoid
+    "update": ("norm", "update_ratio"),  # norm of the update W_after - W_before
+}
+# frac_small counts weights with |w| below this. Gradient descent with L1 leaves weights hovering around 0 (each
+# step pushes by lr * lambda / m) rather than exactly on it, so "near zero": 1e-3 is 1-2 orders below the init
+# scale (Xavier/He std 0.03-0.1 for 100-1000 inputs), a weight that no longer contributes (L1 makes weights
+# sparse: docs/conventions.md).
+SMALL_WEIGHT = 1e-3
 
 
 def diag_key(kind: str, layer: str, stat: str) -> str:

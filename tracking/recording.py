@@ -10,15 +10,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from lightning_modules.config import RunConfig
 from tracking.config import config_to_dict, dump_yaml, flatten
-from tracking.layout import CONFIG_FILE, ERROR_TAG
+from tracking.layout import ARCH_TAG, CONFIG_FILE, DATASET_TAG, REFERENCE_ERROR_TAG
+from tracking.reader import stored_steps
 from tracking.signals import sigterm_raises_terminated
-from tracking.store import client_for, experiment_id, latest_metrics, retrying, tracking_uri
-from tracking.writer import RunWriter
+from tracking.store import client_for, tracking_uri
+from tracking.writer import RunWriter, create_run, end_run, experiment_id, log_text, reopen_run
 
 
 @dataclass
@@ -47,34 +47,35 @@ def recorded_run(
     client = client_for(uri)
     exp_id = experiment_id(client, cfg.experiment)
     if resume_run_id is None:
-        run_id = retrying(client.create_run, exp_id, run_name=cfg.run_name or default_run_name(cfg),
-                          tags=dict(tags)).info.run_id
+        run_id = create_run(client, exp_id, cfg.run_name or default_run_name(cfg), tags)
         writer = RunWriter(client, run_id)
     else:
         run_id = resume_run_id
-        retrying(client.update_run, run_id, status="RUNNING")
+        reopen_run(client, run_id)
         writer = RunWriter(client, run_id, stored_steps=stored_steps(client, run_id))
     try:
         with sigterm_raises_terminated():
             if resume_run_id is None:
                 writer.log_params({**flatten(config_to_dict(cfg)), **(extra_params or {})})
-                retrying(client.log_text, run_id, dump_yaml(cfg), CONFIG_FILE)
+                log_text(client, run_id, dump_yaml(cfg), CONFIG_FILE)
             yield Recording(client, uri, exp_id, run_id, writer)
     except BaseException as err:
         writer.close()  # what was measured before the failure stays in the run
         # Ctrl-C, SystemExit and SIGTERM (BaseExceptions all) mean the user stopped it: KILLED, not FAILED.
         killed = not isinstance(err, Exception)
-        if not killed:
-            retrying(client.set_tag, run_id, ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
-        retrying(client.set_terminated, run_id, RunStatus.to_string(RunStatus.KILLED if killed else RunStatus.FAILED))
+        end_run(client, run_id, "KILLED" if killed else "FAILED", None if killed else f"{type(err).__name__}: {err}")
         raise
     writer.close()
-    retrying(client.set_terminated, run_id, "FINISHED")
+    end_run(client, run_id, "FINISHED")
 
 
-def stored_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
-    """The last step the store holds for each metric key of a run."""
-    return {m.key: m.step for m in latest_metrics(retrying(client.get_run, run_id))}
+def config_tags(cfg: RunConfig) -> dict[str, str]:
+    """The tags every run of `cfg` has: its data set, its architecture (or module) and, when the config gives one,
+    its reference error."""
+    tags = {DATASET_TAG: cfg.data.name, ARCH_TAG: cfg.module or cfg.model.arch}
+    if cfg.data.reference_error is not None:
+        tags[REFERENCE_ERROR_TAG] = str(cfg.data.reference_error)
+    return tags
 
 
 def default_run_name(cfg: RunConfig) -> str:

@@ -22,14 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
-PERCENTILE_NAMES = tuple(f"p{q:02d}" for q in PERCENTILES)  # p01, p05, p25, p50, p75, p95, p99
-DISTRIBUTION_NAMES = ("mean", "std", "norm", "min", "max", *PERCENTILE_NAMES, "nonfinite")
+from tracking.layout import DISTRIBUTION_NAMES, PERCENTILE_NAMES, PERCENTILES, SMALL_WEIGHT, STAT_NAMES
 
-# Gradient descent with L1 leaves weights hovering around 0 (each step pushes by lr * lambda / m) rather
-# than exactly on it, so count "near zero": 1e-3 is 1-2 orders below the init scale (Xavier/He std
-# 0.03-0.1 for 100-1000 inputs), a weight that no longer contributes (SPEC.md: L1 makes weights sparse).
-SMALL_WEIGHT = 1e-3
 # Beyond |a| = 0.99 the local slope is under 2% of its peak for tanh (1 - a^2 < 0.0199, |z| > 2.65) and
 # under 4% for sigmoid (a (1 - a) < 0.0099 vs 0.25): the gradient through the unit has all but vanished.
 SATURATION = 0.99
@@ -40,16 +34,6 @@ _QUANTILE_MAX_NUMEL = 2**24
 _FAST_BINNING_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _FAST_BINNING_MAX_BINS = 2**16
 
-# Which stats each diagnostics kind gets: the one table of it; `kind_stats` returns these names in this order.
-STAT_NAMES: dict[str, tuple[str, ...]] = {
-    "weight": (*DISTRIBUTION_NAMES, "frac_small", "symmetry"),
-    "bias": DISTRIBUTION_NAMES,
-    "grad": (*DISTRIBUTION_NAMES, "symmetry"),
-    "preact": DISTRIBUTION_NAMES,
-    # No symmetry for act: the weights show identical units already, and activations are the largest tensors.
-    "act": (*DISTRIBUTION_NAMES, "frac_dead", "frac_saturated"),  # frac_saturated: tanh/sigmoid
-    "update": ("norm", "update_ratio"),  # norm of the update W_after - W_before
-}
 SATURATING_ACTIVATIONS = ("tanh", "sigmoid")
 
 

@@ -1,4 +1,4 @@
-"""Where runs are recorded: the MLflow tracking URI and the experiment of a run."""
+"""Where runs are recorded: the MLflow tracking URI, a client of its store, and retrying while it is locked."""
 
 from __future__ import annotations
 
@@ -40,6 +40,11 @@ def is_embedded(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
+def embedded_folder(uri: str) -> Path:
+    """The folder of an embedded store's database (its artifacts and the sweeps' state live beside it)."""
+    return Path(uri.removeprefix("sqlite:///")).parent
+
+
 def client_for(uri: str) -> MlflowClient:
     """An MlflowClient for `uri`. An embedded store's folder is created first (SQLite will not), and the store
     is opened under a file lock: MLflow creates a new database's tables with migrations that fail when two
@@ -53,26 +58,6 @@ def client_for(uri: str) -> MlflowClient:
         client = MlflowClient(tracking_uri=uri)
         retrying(client.search_experiments, max_results=1)  # opens the store: creates or upgrades its tables
     return client
-
-
-def experiment_id(client: MlflowClient, name: str) -> str:
-    """The id of experiment `name`, created if missing; an embedded store keeps its artifacts beside the db."""
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = None
-    uri = client.tracking_uri
-    if is_embedded(uri):
-        db_path = Path(uri.removeprefix("sqlite:///"))
-        location = (db_path.parent / EMBEDDED_ARTIFACTS).resolve().as_uri()
-    try:
-        return retrying(client.create_experiment, name, artifact_location=location)
-    except MlflowException:
-        # Another process created it between our look-up and create: use theirs.
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
 
 
 def latest_metrics(run: Run) -> list[Metric]:

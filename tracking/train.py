@@ -1,5 +1,5 @@
 """One tracked fit: build everything from the config (all user errors surface here, before any run
-exists), train with Lightning, and record the run in MLflow as DESIGN.md lays it out."""
+exists), train with Lightning, and record the run in MLflow in the layout of `tracking.layout`."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from lightning_modules.optim import check_optim_config
 from tracking.callback import DiagnosticsCallback
 from tracking.diagnostics import resolve, select_layers
 from tracking.layout import CHECKPOINT_DIR, DIVERGED_TAG, M_TRAIN_TAG
-from tracking.recording import Recording, recorded_run
+from tracking.logger import MlflowLogger
+from tracking.recording import Recording, config_tags, recorded_run
 from tracking.signals import Terminated
-from tracking.store import quiet_libraries, retrying
-from tracking.writer import MlflowLogger
+from tracking.store import quiet_libraries
+from tracking.writer import log_file, set_tags
 
 MONITOR = "dev/error"  # early stopping and the kept checkpoint both follow the dev error
 
@@ -85,17 +86,10 @@ def train(cfg: RunConfig, uri: str | None = None, progress: bool = False) -> dic
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     prepared = prepare(cfg)
     cfg = prepared.config
-    with recorded_run(cfg, uri, _tags(cfg)) as run:
+    with recorded_run(cfg, uri, config_tags(cfg)) as run:
         metrics = fit(prepared, run, progress)
     return {"run_id": run.run_id, "experiment_id": run.experiment_id, "tracking_uri": run.tracking_uri,
             "reference_error": cfg.data.reference_error, **metrics}
-
-
-def _tags(cfg: RunConfig) -> dict[str, str]:
-    tags = {"fitlens.dataset": cfg.data.name, "fitlens.arch": cfg.module or cfg.model.arch}
-    if cfg.data.reference_error is not None:
-        tags["fitlens.reference_error"] = str(cfg.data.reference_error)
-    return tags
 
 
 def torch_threads(cfg: RunConfig) -> int:
@@ -119,7 +113,7 @@ class KeptCheckpoint(ModelCheckpoint):
 def _log_checkpoint(run: Recording, path: str) -> None:
     """The kept checkpoint into the run's artifacts (checkpoints/best.ckpt), at the end of a fit or when it is
     stopped."""
-    retrying(run.client.log_artifact, run.run_id, path, CHECKPOINT_DIR)
+    log_file(run.client, run.run_id, path, CHECKPOINT_DIR)
 
 
 class DivergenceStop(pl.Callback):
@@ -144,7 +138,7 @@ class DivergenceStop(pl.Callback):
                     self.where = f"epoch {trainer.current_epoch}, step {trainer.global_step}: {key} = {float(value)}"
                     trainer.should_stop = True
                     if trainer.is_global_zero:  # tagged at once: a sweep's scheduler may stop the trial next
-                        retrying(self.run.client.set_tag, self.run.run_id, DIVERGED_TAG, self.where)
+                        set_tags(self.run.client, self.run.run_id, {DIVERGED_TAG: self.where})
                 return
 
 
@@ -189,7 +183,7 @@ def fit(
     )
     trainer = pl.Trainer(**{**args, **(trainer_args or {})})
     if trainer.is_global_zero and hasattr(datamodule, "m_train"):
-        retrying(run.client.set_tag, run.run_id, M_TRAIN_TAG, str(int(datamodule.m_train)))
+        set_tags(run.client, run.run_id, {M_TRAIN_TAG: str(int(datamodule.m_train))})
     if trainer_args and "strategy" in trainer_args:
         from ray.train.lightning import prepare_trainer
 

@@ -1,5 +1,6 @@
-"""The one MLflow writer of fitlens: buffered metric points, artifacts and params, sent by a separate
-sender process, and a Lightning logger over it.
+"""The one path that writes MLflow: a run's buffered metric points, artifacts and params, sent by a separate
+sender process (`RunWriter`; `tracking.logger` is the Lightning logger over it), and the few direct writes
+(experiments, runs, tags, status, small artifacts) as functions, each retried while the embedded store is locked.
 
 As MLflow's own Lightning autolog (`BatchMetricsLogger`): the writer is handed its client and run id
 (no global active run), logs from rank zero only, and sends points in batches, flushing at the end.
@@ -10,6 +11,7 @@ The training process only queues plain tuples.
 
 from __future__ import annotations
 
+import json
 import pickle
 import queue
 import subprocess
@@ -20,18 +22,19 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning_utilities.core.rank_zero import rank_zero_only
-from mlflow.entities import Param
+from mlflow.entities import Param, Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from pytorch_lightning.loggers.logger import Logger
 
 from tracking import sender
+from tracking.layout import ERROR_TAG, RUN_INFO_FIELDS, TRIALS_FILE, TRIALS_TAG, TRIALS_VERSION
 from tracking.sender import Point
-from tracking.store import retrying
+from tracking.store import EMBEDDED_ARTIFACTS, embedded_folder, is_embedded, latest_metrics, retrying
 
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 MAX_PARAMS_PER_BATCH = 100  # likewise, for params
 MAX_PARAM_LENGTH = 6000  # longer values are refused by the store
+MAX_TAG_LENGTH = 5000  # a tag value is cut to this (an error message, a trial's point)
 
 
 
@@ -139,6 +142,86 @@ class RunWriter:
                 return  # the sender is gone; flush() reports it
 
 
+# ----------------------------------------------------------------------------------------------
+# Direct writes: experiments, runs, tags, status and small artifacts
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created if missing; an embedded store keeps its artifacts beside the db."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    uri = client.tracking_uri
+    location = (embedded_folder(uri) / EMBEDDED_ARTIFACTS).resolve().as_uri() if is_embedded(uri) else None
+    try:
+        return retrying(client.create_experiment, name, artifact_location=location)
+    except MlflowException:
+        # Another process created it between our look-up and create: use theirs.
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def create_run(client: MlflowClient, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
+    """A new RUNNING run in the experiment of id `experiment`; its run id."""
+    tags = {key: str(value)[:MAX_TAG_LENGTH] for key, value in tags.items()}
+    return retrying(client.create_run, experiment, run_name=run_name, tags=tags).info.run_id
+
+
+def reopen_run(client: MlflowClient, run_id: str) -> None:
+    """Mark a run RUNNING again (a resumed sweep, a retried trial)."""
+    retrying(client.update_run, run_id, status="RUNNING")
+
+
+def end_run(client: MlflowClient, run_id: str, status: str, error: str | None = None) -> None:
+    """Close a run as `status` (FINISHED, FAILED, KILLED), with `error` in ERROR_TAG when given."""
+    if error:
+        set_tags(client, run_id, {ERROR_TAG: error})
+    retrying(client.set_terminated, run_id, status)
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
+    """Set each tag of `tags` on the run, values cut to MAX_TAG_LENGTH."""
+    for key, value in tags.items():
+        retrying(client.set_tag, run_id, key, str(value)[:MAX_TAG_LENGTH])
+
+
+def log_value(client: MlflowClient, run_id: str, key: str, value: float) -> None:
+    """One metric point now (a sweep's best value, once): points of a fit go through `RunWriter`."""
+    retrying(client.log_metric, run_id, key, value)
+
+
+def log_text(client: MlflowClient, run_id: str, text: str, artifact_file: str) -> None:
+    """A small text artifact (config.yaml, search_space.yaml, a report) at `artifact_file`."""
+    retrying(client.log_text, run_id, text, artifact_file)
+
+
+def log_json(client: MlflowClient, run_id: str, doc: Any, artifact_file: str, indent: int | None = None) -> None:
+    """A JSON artifact at `artifact_file`."""
+    log_text(client, run_id, json.dumps(doc, indent=indent), artifact_file)
+
+
+def log_file(client: MlflowClient, run_id: str, local_path: str, artifact_dir: str | None = None) -> None:
+    """Upload a file into the run's folder `artifact_dir` now (the kept checkpoint, after the fit)."""
+    retrying(client.log_artifact, run_id, local_path, artifact_dir)
+
+
+def run_doc(run: Run) -> dict[str, Any]:
+    """A run as TRIALS_FILE keeps it (`tracking.reader.run_from_doc` reads it back)."""
+    return {"info": {name: getattr(run.info, name) for name in RUN_INFO_FIELDS},
+            "params": run.data.params, "tags": run.data.tags,
+            "metrics": [[m.key, m.value, m.timestamp, m.step] for m in latest_metrics(run)]}
+
+
+def write_trials(client: MlflowClient, parent: Run, runs: Iterable[Run]) -> None:
+    """Keep the trial runs of the FINISHED sweep `parent` in its TRIALS_FILE, tagged with the sweep's end time: a
+    reader trusts the file only while the parent has that end time."""
+    log_json(client, parent.info.run_id, {"version": TRIALS_VERSION, "runs": [run_doc(run) for run in runs]},
+             TRIALS_FILE)
+    set_tags(client, parent.info.run_id, {TRIALS_TAG: str(parent.info.end_time)})
+
+
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
     """Log params in batches MLflow accepts, long values cut to what the store keeps."""
     items = [Param(key, _param_text(value)) for key, value in params.items()]
@@ -155,40 +238,3 @@ def metric_batches(points: list[Point]) -> Iterable[list[Point]]:
 def _param_text(value: Any) -> str:
     text = "null" if value is None else str(value)
     return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
-
-
-class MlflowLogger(Logger):
-    """A Lightning logger that hands metrics to a `RunWriter`; params are logged by the caller, once."""
-
-    def __init__(self, writer: RunWriter) -> None:
-        super().__init__()
-        self.writer = writer
-        self._last_epoch_point: tuple[float, int] | None = None
-
-    @property
-    def name(self) -> str:
-        return "mlflow"
-
-    @property
-    def version(self) -> str:
-        return self.writer.run_id
-
-    @rank_zero_only
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        """Params are the resolved run config, logged by `tracking.train`; nothing to do here."""
-
-    @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        # Lightning hands over floats with "epoch" among them, once per logging call: keep one epoch point a step.
-        values = {key: float(value) for key, value in metrics.items()}
-        step = step or 0
-        if "epoch" in values:
-            if (values["epoch"], step) == self._last_epoch_point:
-                del values["epoch"]
-            else:
-                self._last_epoch_point = (values["epoch"], step)
-        self.writer.log_metrics(values, step)
-
-    @rank_zero_only
-    def finalize(self, status: str) -> None:
-        self.writer.flush()

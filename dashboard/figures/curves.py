@@ -1,5 +1,5 @@
 """Train and dev curves over training steps, smoothed with the course's bias-corrected exponentially weighted
-average (`dashboard.analysis.smoothing.ema`), the raw points drawn faintly behind the smoothed line."""
+average (`analysis.smoothing.ema`), the raw points drawn faintly behind the smoothed line."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboard.analysis.smoothing import ema
+from analysis.smoothing import ema
 from dashboard.figures import UIREVISION, empty
 
 # (panel title, metric quantity) in the order of the panels; each panel draws train and dev.

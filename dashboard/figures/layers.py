@@ -2,7 +2,7 @@
 over steps, the depth profile at one step (activation std and gradient norm by layer, one line per run) and the
 histograms of every layer at one step (small multiples).
 
-Inputs are the frames of `dashboard.data.Reader`: histogram rows (step, kind, layer, edges, counts) and the long
+Inputs are the frames of `dashboard.cache.CachedReader`: histogram rows (step, kind, layer, edges, counts) and the long
 diagnostics frame (step, kind, layer, stat, value). Pure functions, no I/O; a figure whose input lacks what it
 needs returns `empty(...)` saying what is missing.
 
@@ -24,7 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboard.analysis.health import depth_order
+from analysis.health import depth_order
 from dashboard.figures import UIREVISION, empty, label
 
 GRID_BINS = 64  # the common grid of a heat map: as fine as the `default` preset's histograms

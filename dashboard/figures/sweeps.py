@@ -1,9 +1,9 @@
 """Figures of a sweep's trials: parallel coordinates, the metric against each hyperparameter, importance bars,
 and the trials on the bias/variance plane.
 
-Inputs are the rows of `dashboard.data.runs_frame` (one per trial: run_id, run_name, train_error, dev_error,
+Inputs are the rows of `tracking.reader.runs_frame` (one per trial: run_id, run_name, train_error, dev_error,
 reference_error and one column per flattened config key) and, per searched setting, its scale as
-`tracking.sweep_config.Distribution.scale` names it: "log" (loguniform), "log_one_minus" (loguniform in
+`tracking.sweep.config.Distribution.scale` names it: "log" (loguniform), "log_one_minus" (loguniform in
 1 - beta), "linear" (uniform, randint), "categorical" / "grid" (choice, grid). Numbers are drawn as numbers
 (a grid over reg.l2 too), on a log axis for the log scales; anything else (strings, bools, lists, section
 bundles) as categories.
@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from dashboard.analysis.thresholds import DEFAULT, Thresholds
+from analysis.thresholds import DEFAULT, Thresholds
 from dashboard.figures import UIREVISION, empty, label
 
 LOG_SCALES = ("log", "log_one_minus")

@@ -2,7 +2,7 @@
 distributions against one regularization setting), optimization (loss curves, learning-rate schedules,
 update-to-weight ratios) and gradient checks (relative difference per parameter tensor).
 
-Pure functions over frames the pages build from `dashboard.data.Reader`; each checks its input and returns
+Pure functions over frames the pages build from `dashboard.cache.CachedReader`; each checks its input and returns
 `empty("what is missing")` instead of raising. Errors and gaps are fractions (0.05 = 5 points of error).
 """
 
@@ -18,8 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from dashboard.analysis.smoothing import ema
-from dashboard.analysis.thresholds import DEFAULT, Thresholds
+from analysis.smoothing import ema
+from analysis.thresholds import DEFAULT, Thresholds
 from dashboard.figures import UIREVISION, empty, label
 
 # The regularization settings a run can vary, in the order the page offers them. Strength grows with lambda

@@ -15,11 +15,11 @@ import pandas as pd
 from dash import dash_table, html
 from dash.dash_table.Format import Format, Scheme
 
+from dashboard.cache import CachedReader
 from dashboard.components import message, run_link, section
-from dashboard.data import Reader
 from dashboard.figures.training import VERDICT_COLORS, gradcheck_bars
 from dashboard.pages.regularization import graph
-from tracking.gradcheck import GREAT_BELOW, WORRY_AT
+from tracking.gradcheck_verdict import GREAT_BELOW, WORRY_AT
 
 PATH = "/gradcheck/<run_id>"
 TITLE = "Gradient check"
@@ -33,7 +33,7 @@ NUMERIC_FORMATS = {"relative_difference": (2, Scheme.exponent), "worst_analytic"
                    "worst_numeric": (10, Scheme.decimal_or_exponent)}
 
 
-def controls(reader: Reader, run_id: str, **_query: str) -> html.Div:
+def controls(reader: CachedReader, run_id: str, **_query: str) -> html.Div:
     """The page's title and links; a gradient check has nothing to choose."""
     run = reader.run(run_id)
     return html.Div([
@@ -42,7 +42,7 @@ def controls(reader: Reader, run_id: str, **_query: str) -> html.Div:
     ])
 
 
-def content(reader: Reader, args: dict, values: dict) -> Any:
+def content(reader: CachedReader, args: dict, values: dict) -> Any:
     """The overall verdict, then per check its relative difference, the per-tensor table and bar chart."""
     run_id = str(args.get("run_id", ""))
     report = reader.gradcheck(run_id)

@@ -10,20 +10,20 @@ from typing import Any
 import pandas as pd
 from dash import html
 
-from dashboard.analysis.bias_variance import diagnose, pct
+from analysis.bias_variance import diagnose, pct
+from dashboard.cache import CachedReader
 from dashboard.components import message, run_link, section, verdict_badge
-from dashboard.data import Reader
 
 PATH = "/"
 TITLE = "Sweeps and runs"
 
 
-def controls(reader: Reader, **_: str) -> Any:
+def controls(reader: CachedReader, **_: str) -> Any:
     """The page's heading (it has no controls)."""
     return html.Div([html.H1(TITLE)], className="controls")
 
 
-def content(reader: Reader, args: dict[str, str], values: dict[str, Any]) -> Any:
+def content(reader: CachedReader, args: dict[str, str], values: dict[str, Any]) -> Any:
     """A table of the sweeps (newest first) and one of the lone runs, or a notice how to make runs."""
     sweeps, lone = reader.sweeps(), reader.lone_runs()
     if sweeps.empty and lone.empty:
@@ -43,7 +43,7 @@ def content(reader: Reader, args: dict[str, str], values: dict[str, Any]) -> Any
 
 
 def sweeps_table(sweeps: pd.DataFrame) -> html.Table:
-    """One row per sweep (a `Reader.sweeps()` frame): name linking to its page, status, start, best trial."""
+    """One row per sweep (a `CachedReader.sweeps()` frame): name linking to its page, status, start, best trial."""
     header = html.Tr([html.Th(h) for h in ("sweep", "status", "started (UTC)", "best trial", "run id")])
     rows = []
     for sweep in sweeps.to_dict("records"):

@@ -26,10 +26,10 @@ import pandas as pd
 from dash import dcc, html
 from mlflow.entities import Run
 
+from analysis.health import Flag, depth_order
 from dashboard import ids
-from dashboard.analysis.health import Flag, depth_order
+from dashboard.cache import CachedReader
 from dashboard.components import control, message, run_link, section
-from dashboard.data import DataError, Reader
 from dashboard.figures import empty
 from dashboard.figures.layers import (
     DEPTH_PANELS,
@@ -40,8 +40,8 @@ from dashboard.figures.layers import (
     ridgeline,
     small_multiples,
 )
-from dashboard.report import page_flags
 from tracking.layout import POINT_TAG, parse_diag_key
+from tracking.reader import DataError
 
 PATH = "/layers/<run_id>"
 TITLE = "Layers"
@@ -99,7 +99,7 @@ def run_label(run: Run) -> str:
     return name
 
 
-def snapshot_steps(reader: Reader, run_id: str) -> list[int]:
+def snapshot_steps(reader: CachedReader, run_id: str) -> list[int]:
     """The run's snapshot steps: those with a histogram part, else those of its diagnostics scalars."""
     steps = reader.histogram_steps(run_id)
     if steps:
@@ -136,7 +136,7 @@ def _step_marks(steps: Sequence[int], most: int = 7) -> dict[int, str]:
                                                     .round().astype(int))}
 
 
-def controls(reader: Reader, run_id: str, compare: str | None = None, **_: str) -> html.Div:
+def controls(reader: CachedReader, run_id: str, compare: str | None = None, **_: str) -> html.Div:
     """The page's header and controls for run `run_id` (kinds, layers and snapshot steps it recorded)."""
     run = reader.run(run_id)
     kinds = recorded(run)
@@ -217,9 +217,9 @@ def _flag_item(flag: Flag) -> html.Li:
                     html.Span(f"{flag.explanation} {flag.action}", className="muted")])
 
 
-def layer_flags(reader: Reader, run: Run) -> list[Flag]:
+def layer_flags(reader: CachedReader, run: Run) -> list[Flag]:
     """The run's health flags about its layers (not the run-level divergence or flat loss), cached per run."""
-    flags = page_flags(reader, run)
+    flags = reader.flags(run)
     return [f for f in flags if f.name not in NOT_LAYER_FLAGS]
 
 
@@ -241,7 +241,7 @@ def _depth_summary(label: str, diag: pd.DataFrame, step: int) -> str | None:
     return f"{label}: activation std, last / first layer = {shown} at step {used}"
 
 
-def content(reader: Reader, args: dict[str, Any], values: dict[str, Any]) -> html.Div:
+def content(reader: CachedReader, args: dict[str, Any], values: dict[str, Any]) -> html.Div:
     """Health flags, the depth profile at the chosen step, histograms over training, percentile bands and the
     histograms at the chosen step, for the page's run and every `compare` run."""
     run_id = str(args.get("run_id", ""))

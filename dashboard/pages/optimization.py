@@ -14,11 +14,12 @@ from typing import Any
 import pandas as pd
 from dash import dcc, html
 
-from dashboard.analysis.thresholds import DEFAULT
+from analysis.thresholds import DEFAULT
+from dashboard.cache import CachedReader
 from dashboard.components import control, message, section
-from dashboard.data import DataError, Reader
 from dashboard.figures.training import loss_curves, lr_schedules, update_ratios
 from dashboard.pages.regularization import compared_runs, format_value, graph, header, spread, varying_settings
+from tracking.reader import DataError
 
 PATH = "/optimization/<run_id>"
 TITLE = "Optimization"
@@ -76,7 +77,7 @@ def _sort_key(value: Any) -> tuple[int, float, str]:
     return (2, 0.0, str(value))
 
 
-def controls(reader: Reader, run_id: str, **_query: str) -> html.Div:
+def controls(reader: CachedReader, run_id: str, **_query: str) -> html.Div:
     """The header, "color_by" (the setting the legend groups the runs by) and the "smoothing" slider."""
     frame, _ = compared_runs(reader, run_id)
     settings = ordered_settings(varying_settings(frame))
@@ -95,7 +96,7 @@ def controls(reader: Reader, run_id: str, **_query: str) -> html.Div:
     ])
 
 
-def content(reader: Reader, args: dict, values: dict) -> Any:
+def content(reader: CachedReader, args: dict, values: dict) -> Any:
     """The loss curves, learning-rate schedules and update-to-weight ratios of the runs compared."""
     run_id = str(args.get("run_id", ""))
     frame, scope = compared_runs(reader, run_id)
@@ -164,7 +165,7 @@ def epoch_losses(history: pd.DataFrame) -> pd.DataFrame:
     return losses[["key", "step", "epoch", "value"]]
 
 
-def update_ratio_rows(reader: Reader, run_id: str) -> pd.DataFrame:
+def update_ratio_rows(reader: CachedReader, run_id: str) -> pd.DataFrame:
     """The run's update-to-weight ratios (step, layer, value); empty when it recorded none."""
     try:
         stats = reader.diagnostics(run_id, stats=("update_ratio",))

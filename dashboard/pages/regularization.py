@@ -1,7 +1,7 @@
 """Regularization: what L2, L1, weight decay, dropout or augmentation did to the runs of a sweep.
 
 Train and dev error, the gap (variance), the weight norm and the fraction of near-zero weights against the
-strength of one regularization setting (`dashboard.analysis.curves.regularization_curve`), and the runs'
+strength of one regularization setting (`analysis.curves.regularization_curve`), and the runs'
 weight distributions at their last snapshot overlaid. The runs compared are a sweep's trials, or, for any
 other run, the runs of its experiment on the same data set.
 """
@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from dash import dcc, html
 
-from dashboard.analysis.curves import regularization_curve
+from analysis.curves import regularization_curve
+from dashboard.cache import CachedReader
 from dashboard.components import control, message, run_link, section
-from dashboard.data import RUN_COLUMNS, Reader, is_sweep
 from dashboard.figures.training import (
     REGULARIZATION_SETTINGS,
     regularization_errors,
@@ -29,6 +29,7 @@ from dashboard.figures.training import (
     strength_value,
     weight_distributions,
 )
+from tracking.reader import RUN_COLUMNS, is_sweep
 
 PATH = "/regularization/<run_id>"
 TITLE = "Regularization"
@@ -43,7 +44,7 @@ GRAPH_CONFIG = {"displaylogo": False}
 # The runs compared (shared with the optimization page)
 
 
-def compared_runs(reader: Reader, run_id: str) -> tuple[pd.DataFrame, str]:
+def compared_runs(reader: CachedReader, run_id: str) -> tuple[pd.DataFrame, str]:
     """The runs a page compares for `run_id`, as `runs_frame` rows, and a phrase saying which they are.
 
     A sweep's parent run: its trials. Any other run: its siblings (its sweep's trials, or the runs of its
@@ -53,7 +54,7 @@ def compared_runs(reader: Reader, run_id: str) -> tuple[pd.DataFrame, str]:
     run = reader.run(run_id)
     name = str(run.info.run_name or run_id[:8])
     if is_sweep(run):
-        frame = reader.trials(run_id)
+        frame = reader.trials_frame(run_id)
         scope = f"the trials of sweep {name}"
     else:
         frame = reader.siblings(run)
@@ -104,7 +105,7 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def header(reader: Reader, run_id: str, title: str) -> html.Div:
+def header(reader: CachedReader, run_id: str, title: str) -> html.Div:
     """The page's title, the run or sweep it is about, and links to its other pages."""
     run = reader.run(run_id)
     page = "sweep" if is_sweep(run) else "run"
@@ -121,7 +122,7 @@ def header(reader: Reader, run_id: str, title: str) -> html.Div:
 # The page
 
 
-def controls(reader: Reader, run_id: str, **_query: str) -> html.Div:
+def controls(reader: CachedReader, run_id: str, **_query: str) -> html.Div:
     """The header and the "setting" dropdown: the regularization settings that vary among the runs."""
     frame, _ = compared_runs(reader, run_id)
     settings = [s for s in REGULARIZATION_SETTINGS if s in varying_settings(frame)]
@@ -135,7 +136,7 @@ def controls(reader: Reader, run_id: str, **_query: str) -> html.Div:
     return html.Div(children)
 
 
-def content(reader: Reader, args: dict, values: dict) -> Any:
+def content(reader: CachedReader, args: dict, values: dict) -> Any:
     """The regularization curve of the chosen setting, its summary and the weight distributions."""
     run_id = str(args.get("run_id", ""))
     frame, scope = compared_runs(reader, run_id)
@@ -212,7 +213,7 @@ def spread(items: list[str], most: int) -> list[str]:
     return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, most).round().astype(int))]
 
 
-def last_weight_histograms(reader: Reader, run_ids: list[str]) -> tuple[pd.DataFrame, list[str]]:
+def last_weight_histograms(reader: CachedReader, run_ids: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """The weight histograms (run_id, layer, edges, counts) of each run's last snapshot, and the problems met."""
     frames, problems = [], []
     for run_id in run_ids:

@@ -4,7 +4,7 @@ other pages. A run in progress shows its curves so far and is re-read on the liv
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,15 +12,16 @@ import pandas as pd
 from dash import dcc, html
 from mlflow.entities import Run
 
+from analysis.bias_variance import pct, points
+from analysis.health import Flag
+from analysis.report import reading, run_report
+from analysis.thresholds import DEFAULT
 from dashboard import ids
-from dashboard.analysis.bias_variance import describe, diagnose, pct, points
-from dashboard.analysis.report import run_report
-from dashboard.analysis.thresholds import DEFAULT
+from dashboard.cache import CachedReader
 from dashboard.components import control, message, mlflow_link, run_link, section, verdict_badge
-from dashboard.data import DataError, Reader, runs_frame
 from dashboard.figures.curves import CURVE_KEYS, learning_curves, smoothing_beta
-from dashboard.report import page_flags
 from tracking.layout import DIVERGED_TAG, ERROR_TAG, STOPPED_TAG, SWEEP_TAG
+from tracking.reader import DataError, runs_frame
 
 PATH = "/run/<run_id>"
 TITLE = "Run"
@@ -29,7 +30,7 @@ SEVERITY_COLORS = {"error": "#cf222e", "warning": "#9a6700"}  # still holding at
 MAX_FLAG_NUMBERS = 8  # per-layer numbers shown per flag (a deep network has many layers)
 
 
-def controls(reader: Reader, run_id: str, **_: str) -> Any:
+def controls(reader: CachedReader, run_id: str, **_: str) -> Any:
     """The run's name and the curves' smoothing slider ("smoothing": the EMA's beta in [0, 0.99])."""
     run = reader.run(run_id)
     return html.Div([
@@ -43,23 +44,24 @@ def controls(reader: Reader, run_id: str, **_: str) -> Any:
     ], className="controls")
 
 
-def content(reader: Reader, args: dict[str, str], values: dict[str, Any]) -> Any:
+def content(reader: CachedReader, args: dict[str, str], values: dict[str, Any]) -> Any:
     """Links, status notices, the curves, the bias/variance panel and the health flags of the run."""
     run_id = args["run_id"]
     run = reader.run(run_id)
     beta = smoothing_beta(values.get("smoothing"), DEFAULT_BETA)
     history = reader.history(run_id, CURVE_KEYS)
-    row = runs_frame([run]).iloc[0].to_dict()
+    flags = _flags(reader, run)
+    report = run_report(runs_frame([run]).iloc[0].to_dict(), reader.siblings(run), flags or [], DEFAULT)
     return html.Div([
         links(reader, run),
         *notices(run, history),
         section("Train and dev curves", dcc.Graph(id=ids.CURVES, figure=learning_curves(history, beta))),
-        section("Bias and variance", *bias_variance_panel(reader, run, row)),
-        section("Health flags", *health_panel(reader, run)),
+        section("Bias and variance", *bias_variance_panel(report)),
+        section("Health flags", *health_panel(flags, run.info.status == "RUNNING")),
     ])
 
 
-def links(reader: Reader, run: Run) -> html.P:
+def links(reader: CachedReader, run: Run) -> html.P:
     """The run's other pages: MLflow UI, layers, gradient check (when it has one), its sweep (for a trial)."""
     run_id = run.info.run_id
     parts: list[Any] = [f"status {run.info.status} · run id ", html.Code(run_id), " · ",
@@ -108,11 +110,10 @@ def notices(run: Run, history: pd.DataFrame) -> list[html.Div]:
     return found
 
 
-def bias_variance_panel(reader: Reader, run: Run, row: Mapping[str, Any]) -> list[Any]:
+def bias_variance_panel(report: Mapping[str, Any]) -> list[Any]:
     """Train, dev and reference error, avoidable bias and variance, the verdict, and the recipe's steps in order,
-    each with the runs beside this one (its sweep's trials, or its experiment's runs) that already tried it."""
-    flags = _flags(reader, run)
-    report = run_report(row, reader.siblings(run), flags or [], DEFAULT)
+    each with the runs beside this one (its sweep's trials, or its experiment's runs) that already tried it: the
+    run's `analysis.report.run_report`."""
     if report.get("verdict") is None:
         return [message(f"no bias/variance verdict: {report.get('note', 'the run has no finite errors')}", "info")]
     numbers = html.Table(html.Tbody([
@@ -125,8 +126,7 @@ def bias_variance_panel(reader: Reader, run: Run, row: Mapping[str, Any]) -> lis
             ("test error (measured once, at the end)", pct(report.get("test_error"))),
         )
     ]), className="table")
-    diagnosis = diagnose(report["train_error"], report["dev_error"], report["reference_error"])
-    parts: list[Any] = [html.P([verdict_badge(report["verdict"]), " ", describe(diagnosis)]), numbers]
+    parts: list[Any] = [html.P([verdict_badge(report["verdict"]), " ", reading(report)]), numbers]
     steps = []
     for step in report["recommendations"]:
         tried = [html.Li([run_link(e["run_id"]), ": ", e["text"]]) for e in step["evidence"]]
@@ -140,13 +140,13 @@ def bias_variance_panel(reader: Reader, run: Run, row: Mapping[str, Any]) -> lis
     return parts
 
 
-def health_panel(reader: Reader, run: Run) -> list[Any]:
-    """The run's health flags: severity, name, layer, steps, explanation, action and the numbers behind it."""
-    flags = _flags(reader, run)
+def health_panel(flags: Sequence[Flag] | None, running: bool = False) -> list[Any]:
+    """The run's health flags (None: they could not be computed): severity, name, layer, steps, explanation,
+    action and the numbers behind it."""
     if flags is None:
         return [message("the health flags could not be computed from this run's diagnostics", "warning")]
     if not flags:
-        return [html.P("no health flag raised" + (" so far" if run.info.status == "RUNNING" else "")
+        return [html.P("no health flag raised" + (" so far" if running else "")
                        + " (checked: the diagnostics recorded at every snapshot)")]
     header = html.Tr([html.Th(h) for h in ("severity", "flag", "layer", "steps", "what it means", "what to do",
                                            "numbers")])
@@ -191,10 +191,10 @@ def _g(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
-def _flags(reader: Reader, run: Run) -> list | None:
+def _flags(reader: CachedReader, run: Run) -> list[Flag] | None:
     """The run's health flags, computed once per state of the run; None when its diagnostics cannot be read."""
     try:
-        return page_flags(reader, run)
+        return reader.flags(run)
     except Exception:  # unreadable diagnostics must not take the curves and the verdict down with them
         return None
 

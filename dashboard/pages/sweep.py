@@ -15,28 +15,30 @@ from dash import dash_table, dcc, html
 from dash.dash_table import FormatTemplate
 from dash.dash_table.Format import Format, Scheme, Trim
 
+from analysis.bias_variance import diagnose
+from analysis.gather import REFINE_TOP, gather_sweep_report
+from analysis.report import reading
+from analysis.thresholds import DEFAULT
 from dashboard import ids
-from dashboard.analysis.bias_variance import describe, diagnose
-from dashboard.analysis.thresholds import DEFAULT
+from dashboard.cache import CachedReader
 from dashboard.components import VERDICT_LABELS, control, message, mlflow_link, run_link, section, verdict_badge
-from dashboard.data import DataError, Reader, is_sweep
 from dashboard.figures.sweeps import (
     bias_variance_scatter,
     hyperparameter_scatter,
     importance_bars,
     parallel_coordinates,
 )
-from dashboard.report import REFINE_TOP, sweep_of
+from tracking.reader import DataError, is_sweep
 
 PATH = "/sweep/<run_id>"
 TITLE = "Sweep"
 ERROR_COLUMNS = ("train error", "dev error", "avoidable bias", "variance")
 
 
-def controls(reader: Reader, run_id: str, **_: str) -> Any:
+def controls(reader: CachedReader, run_id: str, **_: str) -> Any:
     """The sweep's name and links, and the setting that colours the bias/variance plot ("color_by")."""
     parent = _parent(reader, run_id)
-    settings = searched(reader.trials(run_id))
+    settings = searched(reader.trials_frame(run_id))
     return html.Div([
         html.H1(f"Sweep {parent.info.run_name or run_id}"),
         html.P([f"status {parent.info.status}, run id ", html.Code(run_id), " · ",
@@ -51,11 +53,11 @@ def controls(reader: Reader, run_id: str, **_: str) -> Any:
     ], className="controls")
 
 
-def content(reader: Reader, args: dict[str, str], values: dict[str, Any]) -> Any:
+def content(reader: CachedReader, args: dict[str, str], values: dict[str, Any]) -> Any:
     """Everything data-driven: summary, runs table, figures, importance and the refined space."""
     parent_id = args["run_id"]
     parent = _parent(reader, parent_id)
-    trials = reader.trials(parent_id)
+    trials = reader.trials_frame(parent_id)
     if trials.empty:
         return message(f"sweep {parent_id} has no trials yet"
                        + (" (it is running: they appear as they start)" if parent.info.status == "RUNNING" else ""),
@@ -71,9 +73,9 @@ def content(reader: Reader, args: dict[str, str], values: dict[str, Any]) -> Any
     try:
         # flags of each trial's last snapshot: a table of hundreds of trials cannot read every history
         report = reader.kept(parent_id, "report") or reader.cached(
-            "sweep_report", reader.key(parent), lambda: sweep_of(reader.client, parent, reader.trial_runs(parent_id),
-                                                                 every_snapshot=False, trials=trials,
-                                                                 sweep=reader.sweep(parent_id)))
+            "sweep_report", reader.key(parent), lambda: gather_sweep_report(
+                reader.client, parent, reader.trial_runs(parent_id), every_snapshot=False, trials=trials,
+                sweep=reader.sweep(parent_id)))
     except Exception as err:
         notices.append(message(f"the sweep report could not be computed ({type(err).__name__}: {err}); "
                                "importance, flags and the refined space are missing", "warning"))
@@ -102,7 +104,7 @@ def content(reader: Reader, args: dict[str, str], values: dict[str, Any]) -> Any
     ])
 
 
-def _parent(reader: Reader, run_id: str) -> Any:
+def _parent(reader: CachedReader, run_id: str) -> Any:
     parent = reader.run(run_id)
     if not is_sweep(parent):
         raise DataError(f"run {run_id} is not a sweep's parent run; its own page is /run/{run_id}")
@@ -143,12 +145,11 @@ def summary(trials: pd.DataFrame, report: Mapping[str, Any] | None) -> Any:
         return html.Div(lines)
     best = trials[trials["run_id"] == best_id]
     name = str(best["run_name"].iloc[0]) if not best.empty else best_id[:8]
-    reading = html.Span()
+    verdict_reading = html.Span()
     if report.get("verdict") is not None:
-        diagnosis = diagnose(report["train_error"], report["dev_error"], report["reference_error"])
-        reading = html.Span(describe(diagnosis))
+        verdict_reading = html.Span(reading(report))
     lines.append(html.P(["best trial by ", str(report.get("metric")), ": ", run_link(best_id, name), " ",
-                         verdict_badge(report.get("verdict")), " ", reading, " (its page lists the recipe's "
+                         verdict_badge(report.get("verdict")), " ", verdict_reading, " (its page lists the recipe's "
                          "next steps)"]))
     return html.Div(lines)
 
@@ -247,7 +248,7 @@ def importance(report: Mapping[str, Any] | None) -> list[Any]:
     return parts
 
 
-def refinement(parent_id: str, report: Mapping[str, Any] | None, reader: Reader,
+def refinement(parent_id: str, report: Mapping[str, Any] | None, reader: CachedReader,
                scales: Mapping[str, str]) -> list[Any]:
     """The space `fitlens sweep refine` would search next, beside the one searched, and the command."""
     command = f".venv/bin/fitlens sweep refine {parent_id} --top {REFINE_TOP}"

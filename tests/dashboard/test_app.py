@@ -11,7 +11,7 @@ import pytest
 from dash import no_update
 
 from dashboard.app import drawn_record, redraw, render_page
-from dashboard.data import Reader
+from dashboard.cache import CachedReader
 from tests.dashboard.tree import collect
 from tracking.store import client_for
 
@@ -34,7 +34,7 @@ def store(tmp_path: Path) -> tuple[str, dict[str, str]]:
     return uri, runs
 
 
-def first_answer(reader: Reader, path: str) -> tuple[dict, dict]:
+def first_answer(reader: CachedReader, path: str) -> tuple[dict, dict]:
     """What the route callback puts on the page: the controls' values and the drawn record of its content."""
     controls, content, drawn = render_page(reader, path, "")
     values = {c.id["name"]: c.value for c in collect(controls)["controls"]}
@@ -44,14 +44,14 @@ def first_answer(reader: Reader, path: str) -> tuple[dict, dict]:
 
 def test_a_refresh_of_a_finished_run_sends_nothing(store) -> None:
     uri, runs = store
-    reader = Reader(uri)
+    reader = CachedReader(uri)
     path = f"/run/{runs['finished']}"
     values, drawn = first_answer(reader, path)
     assert values == {"smoothing": 0.6}
     assert len(drawn["digest"]) == 32
     assert redraw(reader, path, "", values, drawn, refresh=True) == (no_update, no_update)
     # a fresh server (nothing cached) renders the same content: the digest is of the content, not of the process
-    assert redraw(Reader(uri), path, "", values, drawn, refresh=True) == (no_update, no_update)
+    assert redraw(CachedReader(uri), path, "", values, drawn, refresh=True) == (no_update, no_update)
     # a page that has drawn nothing yet gets the content
     content, record = redraw(reader, path, "", values, None, refresh=True)
     assert record == drawn and "dev 35.0%" in collect(content)["all_text"]
@@ -60,10 +60,10 @@ def test_a_refresh_of_a_finished_run_sends_nothing(store) -> None:
 def test_a_refresh_of_a_run_in_progress_sends_its_new_points(store) -> None:
     uri, runs = store
     path = f"/run/{runs['live']}"
-    values, drawn = first_answer(Reader(uri), path)
-    assert redraw(Reader(uri), path, "", values, drawn, refresh=True) == (no_update, no_update)
+    values, drawn = first_answer(CachedReader(uri), path)
+    assert redraw(CachedReader(uri), path, "", values, drawn, refresh=True) == (no_update, no_update)
     client_for(uri).log_metric(runs["live"], "dev/error", 0.25, step=3, timestamp=int(time.time() * 1000))
-    content, record = redraw(Reader(uri), path, "", values, drawn, refresh=True)
+    content, record = redraw(CachedReader(uri), path, "", values, drawn, refresh=True)
     assert record["values"] == values and record["digest"] != drawn["digest"]
     assert "dev 25.0%" in collect(content)["all_text"]
     [figure] = collect(content)["figures"]
@@ -73,7 +73,7 @@ def test_a_refresh_of_a_run_in_progress_sends_its_new_points(store) -> None:
 
 def test_a_control_change_redraws_only_a_different_content(store) -> None:
     uri, runs = store
-    reader = Reader(uri)
+    reader = CachedReader(uri)
     path = f"/run/{runs['finished']}"
     values, drawn = first_answer(reader, path)
     # a slider reporting the value the content was drawn with: nothing rendered, nothing sent

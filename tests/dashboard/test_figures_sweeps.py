@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.analysis.smoothing import ema
-from dashboard.analysis.thresholds import DEFAULT
+from analysis.smoothing import ema
+from analysis.thresholds import DEFAULT
 from dashboard.figures import UIREVISION
 from dashboard.figures.curves import learning_curves, smoothing_beta
 from dashboard.figures.sweeps import (

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.analysis.curves import regularization_curve
-from dashboard.analysis.smoothing import ema
-from dashboard.analysis.thresholds import DEFAULT
+from analysis.curves import regularization_curve
+from analysis.smoothing import ema
+from analysis.thresholds import DEFAULT
 from dashboard.figures.training import (
     LOG10_OF_ZERO,
     gradcheck_bars,

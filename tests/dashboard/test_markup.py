@@ -22,7 +22,7 @@ from dash import dash_table, dcc, html
 from mlflow.entities import Metric, Param
 
 from dashboard.app import render_content, render_controls
-from dashboard.data import Reader
+from dashboard.cache import CachedReader
 from dashboard.pages import PAGES
 from lightning_modules.config import RunConfig
 from tracking.config import config_to_dict, flatten
@@ -31,16 +31,16 @@ from tracking.layout import (
     DIVERGED_TAG,
     ERROR_TAG,
     GRADCHECK_REPORT,
+    KIND_TAG,
     PARENT_RUN_TAG,
     POINT_TAG,
     SEARCH_SPACE_FILE,
     STOPPED_TAG,
-    SWEEP_KIND_TAG,
     SWEEP_TAG,
     TRIAL_TAG,
 )
 from tracking.store import client_for
-from tracking.sweep_config import dump_sweep, sweep_from_dict
+from tracking.sweep.config import dump_sweep, sweep_from_dict
 
 PIECES = ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "javascript:alert(1)",
           "[x](javascript:alert(1))", '<a href="javascript:alert(1)">a</a>')
@@ -55,7 +55,7 @@ def store(tmp_path_factory) -> dict[str, Any]:
     experiment = client.create_experiment(HOSTILE, artifact_location=str(folder / "artifacts"))
     sweep = sweep_from_dict({"name": "markup", "base": {"train": {"max_epochs": 3}},
                              "space": {"optim.name": {"choice": [HOSTILE, "adam"]}, "reg.l2": {"grid": [0.0, 0.1]}}})
-    parent = client.create_run(experiment, run_name=HOSTILE, tags={SWEEP_KIND_TAG: "sweep",
+    parent = client.create_run(experiment, run_name=HOSTILE, tags={KIND_TAG: "sweep",
                                                                    "fitlens.study": HOSTILE}).info.run_id
     client.log_param(parent, "metric", "dev/error")
     client.log_text(parent, dump_sweep(sweep), SEARCH_SPACE_FILE)
@@ -97,7 +97,7 @@ def store(tmp_path_factory) -> dict[str, Any]:
                                "verdict": HOSTILE, "worst_index": [HOSTILE], "worst_analytic": 0.5,
                                "worst_numeric": 0.5}]}]}
     client.log_text(lone, json.dumps(report), GRADCHECK_REPORT)
-    return {"reader": Reader(uri), "parent": parent, "trial": trials[0], "lone": lone}
+    return {"reader": CachedReader(uri), "parent": parent, "trial": trials[0], "lone": lone}
 
 
 def pages(store: dict) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ import pytest
 from dash import dcc
 
 from dashboard import ids
-from dashboard.data import Reader
+from dashboard.cache import CachedReader
 from dashboard.pages import layers
 
 STEP0 = {"step": 0}
@@ -53,11 +53,11 @@ def text(component: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def study(init_study) -> tuple[Reader, pd.DataFrame]:
+def study(init_study) -> tuple[CachedReader, pd.DataFrame]:
     """The study's reader and its trials (run_id, run_name, model.init, model.init_std, model.activation)."""
     _, summary = init_study
-    reader = Reader(summary["tracking_uri"])
-    return reader, reader.trials(summary["parent_run_id"])
+    reader = CachedReader(summary["tracking_uri"])
+    return reader, reader.trials_frame(summary["parent_run_id"])
 
 
 def trial(trials: pd.DataFrame, init: str, activation: str, std: float | None = None) -> str:
@@ -156,7 +156,7 @@ def test_heatmap_rows_are_the_snapshots(study) -> None:
 class _Reader:
     """A stand-in store: one run with the given metric keys, and histogram parts with a problem."""
 
-    def __init__(self, real: Reader | None = None, metrics: dict | None = None) -> None:
+    def __init__(self, real: CachedReader | None = None, metrics: dict | None = None) -> None:
         self.real, self.metrics = real, metrics or {}
 
     def __getattr__(self, name: str) -> Any:

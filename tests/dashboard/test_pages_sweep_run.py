@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dashboard.data import DataError, Reader
+from dashboard.data import CachedReader, DataError
 from dashboard.pages import home, run, sweep
 from tests.dashboard.tree import MARKUP, collect
 from tracking.layout import DIVERGED_TAG, STOPPED_TAG
@@ -19,7 +19,7 @@ from tracking.store import client_for
 # --- hand-made runs -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> tuple[Reader, dict[str, str]]:
+def store(tmp_path_factory) -> tuple[CachedReader, dict[str, str]]:
     """A fresh embedded store with four lone runs: diverged (NaN loss), no metrics, in progress, markup name."""
     folder: Path = tmp_path_factory.mktemp("pages")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
@@ -53,7 +53,7 @@ def store(tmp_path_factory) -> tuple[Reader, dict[str, str]]:
     client.set_tag(marked, STOPPED_TAG, "ASHA stopped it after epoch 2")
     client.set_terminated(marked, "FINISHED")
     runs["marked"] = marked
-    return Reader(uri), runs
+    return CachedReader(uri), runs
 
 
 def test_home_lists_lone_runs_with_links_and_verdicts(store) -> None:
@@ -68,7 +68,7 @@ def test_home_lists_lone_runs_with_links_and_verdicts(store) -> None:
 
 
 def test_home_of_an_empty_store_says_how_to_make_runs(tmp_path: Path) -> None:
-    found = collect(home.content(Reader(f"sqlite:///{tmp_path / 'mlflow.db'}"), {}, {}))
+    found = collect(home.content(CachedReader(f"sqlite:///{tmp_path / 'mlflow.db'}"), {}, {}))
     assert "has no runs yet" in found["all_text"]
     assert "make demo\n.venv/bin/fitlens sweep --study init" in found["text"]
 
@@ -140,9 +140,9 @@ def test_markdown_of_run_names_is_escaped() -> None:
 
 def test_sweep_page_of_the_overfit_sweep(overfit_sweep) -> None:
     _, summary = overfit_sweep
-    reader = Reader(summary["tracking_uri"])
+    reader = CachedReader(summary["tracking_uri"])
     parent = summary["parent_run_id"]
-    trials = reader.trials(parent)
+    trials = reader.trials_frame(parent)
 
     controls = collect(sweep.controls(reader, run_id=parent))
     (color_by,) = controls["controls"]
@@ -179,8 +179,8 @@ def test_sweep_page_of_the_overfit_sweep(overfit_sweep) -> None:
 
 def test_run_page_of_an_overfit_trial_points_at_the_trial_that_regularized(overfit_sweep) -> None:
     _, summary = overfit_sweep
-    reader = Reader(summary["tracking_uri"])
-    trials = reader.trials(summary["parent_run_id"]).set_index("reg.l2")
+    reader = CachedReader(summary["tracking_uri"])
+    trials = reader.trials_frame(summary["parent_run_id"]).set_index("reg.l2")
     plain, regularized = trials.loc[0.0, "run_id"], trials.loc[30.0, "run_id"]
     found = collect(run.content(reader, {"run_id": plain}, {"smoothing": 0.6}))
     assert f"/sweep/{summary['parent_run_id']}" in found["hrefs"]
@@ -194,7 +194,7 @@ def test_run_page_of_an_overfit_trial_points_at_the_trial_that_regularized(overf
 
 def test_sweep_and_run_pages_of_the_init_study(init_study) -> None:
     _, summary = init_study
-    reader = Reader(summary["tracking_uri"])
+    reader = CachedReader(summary["tracking_uri"])
     parent = summary["parent_run_id"]
     found = collect(sweep.content(reader, {"run_id": parent}, {"color_by": "model.activation"}))
     (table,) = found["tables"]
@@ -211,7 +211,7 @@ def test_sweep_and_run_pages_of_the_init_study(init_study) -> None:
                          and f.data[0].name.startswith("model.activation = "))
     assert [t.name for t in bias_variance.data] == ["model.activation = relu", "model.activation = tanh"]
 
-    trials = reader.trials(parent)
+    trials = reader.trials_frame(parent)
     zero_run = trials[trials["model.init"] == "zeros"]["run_id"].iloc[0]
     found = collect(run.content(reader, {"run_id": zero_run}, {}))
     assert "identical_units" in found["text"]

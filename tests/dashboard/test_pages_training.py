@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import pytest
 from mlflow.entities import Metric, Param
 
-from dashboard.data import DataError, Reader, runs_frame
+from dashboard.data import CachedReader, DataError, runs_frame
 from dashboard.pages import gradcheck, optimization, regularization
 from tests.commands import fitlens
 from tests.dashboard.tree import MARKUP, collect
@@ -52,7 +52,7 @@ def log_run(client, experiment: str, name: str, params: dict, train: list[float]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> tuple[Reader, dict[str, str]]:
+def store(tmp_path_factory) -> tuple[CachedReader, dict[str, str]]:
     """Experiment "lr": three runs on moons that differ in optim.lr (one named with markup, one without update
     ratios), a run on circles and a gradient check (no errors). Experiment "dropout": keep_prob 1, 0.8, 0.5,
     the last also with another learning rate."""
@@ -83,7 +83,7 @@ def store(tmp_path_factory) -> tuple[Reader, dict[str, str]]:
                                             ("keep-0.8", 0.8, 0.01, 1.0, 2.0)):
         runs[name] = log_run(client, dropout, name, {"data.name": "moons", "model.keep_prob": keep_prob,
                                                      "optim.lr": lr}, [train], [dev])
-    return Reader(uri), runs
+    return CachedReader(uri), runs
 
 
 def test_optimization_page_overlays_the_runs_on_one_data_set_grouped_by_learning_rate(store) -> None:
@@ -204,7 +204,7 @@ def test_optimization_page_of_many_runs_overlays_a_spread_of_them(tmp_path: Path
         client.log_batch(run_id, metrics=metrics, params=[Param("data.name", "moons"), Param("optim.lr", str(lr))])
         client.set_terminated(run_id, "FINISHED")
         ids.append(run_id)
-    reader = Reader(uri)
+    reader = CachedReader(uri)
     frame = runs_frame(reader.client.search_runs([experiment]))
     np.testing.assert_allclose(frame.set_index("run_id").loc[ids, "frac_small"],
                                [(0.1 * (i % 3) + 0.3) / 2 for i in range(35)])
@@ -224,7 +224,7 @@ def test_optimization_page_of_many_runs_overlays_a_spread_of_them(tmp_path: Path
 
 def test_regularization_page_of_the_overfit_sweep(overfit_sweep) -> None:
     _, summary = overfit_sweep
-    reader = Reader(summary["tracking_uri"])
+    reader = CachedReader(summary["tracking_uri"])
     parent = summary["parent_run_id"]
     controls = collect(regularization.controls(reader, run_id=parent))
     (setting,) = controls["controls"]
@@ -247,7 +247,7 @@ def test_regularization_page_of_the_overfit_sweep(overfit_sweep) -> None:
     assert norm[1] < norm[0]
     # the near-zero fraction at each trial's last snapshot, mean over layers (from the runs' own latest values)
     near_zero = figure_with(found, "|w| <").data[0].y
-    trials = reader.trials(parent).sort_values("reg.l2")
+    trials = reader.trials_frame(parent).sort_values("reg.l2")
     expected = []
     for trial_id in trials["run_id"]:
         diag = reader.diagnostics(trial_id, ("frac_small",))
@@ -272,7 +272,7 @@ def test_regularization_page_of_the_overfit_sweep(overfit_sweep) -> None:
 
 def test_optimization_page_of_the_overfit_sweep_asks_for_the_default_preset(overfit_sweep) -> None:
     _, summary = overfit_sweep
-    reader = Reader(summary["tracking_uri"])
+    reader = CachedReader(summary["tracking_uri"])
     parent = summary["parent_run_id"]
     found = collect(optimization.content(reader, {"run_id": parent}, {}))
     losses = figure_with(found, "loss")
@@ -287,13 +287,13 @@ def test_optimization_page_of_the_overfit_sweep_asks_for_the_default_preset(over
 # --- a real gradient check --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def gradcheck_run(tmp_path_factory) -> tuple[Reader, dict]:
+def gradcheck_run(tmp_path_factory) -> tuple[CachedReader, dict]:
     folder = tmp_path_factory.mktemp("gradcheck")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     code, report, err = fitlens(folder, "gradcheck", "--tracking-uri", uri, "model.depth=1", "model.width=8",
                                 "data.name=moons", "--steps", "5")
     assert code == 0, err[-3000:]
-    return Reader(uri), report
+    return CachedReader(uri), report
 
 
 def test_gradcheck_page_shows_each_check_per_tensor(gradcheck_run) -> None:

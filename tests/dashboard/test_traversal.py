@@ -2,14 +2,14 @@
 
 (a) Ids and values from URLs: every page, every path segment and query parameter (and every control value a
 client can send) carrying `../`, `..%2F`, `%2e%2e/`, double encoding, an absolute path, backslashes or a NUL
-renders a notice through the router, never an exception. (b) Artifact paths: the Reader reads histogram
+renders a notice through the router, never an exception. (b) Artifact paths: the CachedReader reads histogram
 parts and gradcheck/report.json only at plain relative paths under the run's artifact root; names a hostile
 store lists are ignored unless they are exactly what tracking writes, and files planted in a run's artifact
 folder as symlinks to a secret outside it (a file, a folder, /etc/passwd) are refused: MLflow checks a
 download only against the folder it reads from, so a symlinked `diagnostics/` folder would otherwise lead out.
 
 The evidence that nothing outside was read: a Python audit hook records every file opened while a page
-renders or the Reader reads (shutil's copy of a download opens its source there), and no opened path resolves
+renders or the CachedReader reads (shutil's copy of a download opens its source there), and no opened path resolves
 to a secret; and the secrets' distinctive content appears in no returned value.
 """
 
@@ -30,10 +30,11 @@ import pandas as pd
 import pytest
 
 from dashboard.app import match, render_content, render_controls
-from dashboard.data import DataError, Reader, safe_artifact_path
+from dashboard.cache import CachedReader
 from dashboard.pages import PAGES
 from tracking.histograms import _write_part
 from tracking.layout import DIAGNOSTICS_DIR, GRADCHECK_REPORT
+from tracking.reader import DataError, safe_artifact_path
 from tracking.store import client_for
 
 SECRET_TEXT = "SECRET-TEXT-4242"  # in a file that is not Parquet or JSON
@@ -135,7 +136,7 @@ def store(tmp_path_factory) -> dict[str, Any]:
                  "hist-00000000\u0665.parquet"):  # the last ends in an Arabic-Indic 5: int() would read it
         shutil.copy(secrets["part"], root / DIAGNOSTICS_DIR / name)
     (root / DIAGNOSTICS_DIR / "hist-000000005.parquet").mkdir()  # a folder with a part's name
-    return {"reader": Reader(uri), "client": client, "runs": runs, "secrets": secrets, "outside": outside}
+    return {"reader": CachedReader(uri), "client": client, "runs": runs, "secrets": secrets, "outside": outside}
 
 
 def assert_nothing_outside(store: dict, opened: list[str], *returned: Any) -> None:
@@ -219,7 +220,7 @@ def test_the_paths_tracking_writes_are_plain() -> None:
 
 
 def test_a_clean_run_reads_its_parts_and_report(store) -> None:
-    reader, clean = Reader(store["reader"].uri), store["runs"]["clean"]  # a fresh cache: every read happens here
+    reader, clean = CachedReader(store["reader"].uri), store["runs"]["clean"]  # a fresh cache: every read happens here
     with reads() as opened:
         rows, problems = reader.histograms(clean)
         report = reader.gradcheck(clean)

@@ -163,8 +163,9 @@ def test_sigterm_keeps_every_part_written_and_marks_the_run_killed(tmp_path) -> 
 def test_forward_hooks_exist_only_on_snapshot_steps(tmp_path) -> None:
     from tracking.callback import DiagnosticsCallback
     from tracking.diagnostics import Settings
-    from tracking.store import client_for, experiment_id
-    from tracking.writer import MlflowLogger, RunWriter
+    from tracking.logger import MlflowLogger
+    from tracking.store import client_for
+    from tracking.writer import RunWriter, experiment_id
 
     class HookCounter(pl.Callback):
         """Counts the forward hooks on the network while each training step runs."""

@@ -16,24 +16,22 @@ import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 from torch import Tensor, nn
 
+from fitlens.cli import main
 from lightning_modules.config import ConfigError, ModelConfig, OptimConfig, RegConfig
 from lightning_modules.models import build_model
 from lightning_modules.module import FitModule
 from lightning_modules.regularization import l1_penalty, l2_penalty
 from tracking import gradcheck
-from tracking.cli import main
 from tracking.config import load_config
 from tracking.gradcheck import (
-    GREAT_BELOW,
-    WORRY_AT,
     check_gradients,
-    gradcheck_verdict,
     numeric_gradient,
     relative_difference,
     run_gradcheck,
     sample_coordinates,
     training_cost,
 )
+from tracking.gradcheck_verdict import GREAT_BELOW, WORRY_AT, gradcheck_verdict
 
 FITLENS = str(Path(sys.executable).parent / "fitlens")
 

@@ -237,7 +237,7 @@ def _listening_addresses(port: int) -> set[str]:
 def test_artifacts_go_through_the_server_and_the_dashboard_lists_the_run(tracking_server, tmp_path) -> None:
     """A run logged through the server keeps its artifacts under the server's destination (mlflow-artifacts:, no
     shared disk), and the dashboard's reader, pointed at the server, lists the run and reads its histograms."""
-    from dashboard.data import Reader
+    from dashboard.cache import CachedReader
 
     config = {"experiment": "proxied", "model": {"depth": 1, "width": 8},
               "data": {"name": "moons", "n_samples": 200, "batch_size": 32},
@@ -262,7 +262,7 @@ def test_artifacts_go_through_the_server_and_the_dashboard_lists_the_run(trackin
     assert (stored / "checkpoints" / "best.ckpt").is_file()
     assert sorted(p.name for p in (stored / "diagnostics").iterdir())[-1] == "schema.json"
 
-    reader = Reader(tracking_server.uri)
+    reader = CachedReader(tracking_server.uri)
     assert run_id in reader.lone_runs()["run_id"].tolist()
     assert reader.histogram_steps(run_id)[:3] == [0, 1, 2]  # the parts, downloaded through the server
 

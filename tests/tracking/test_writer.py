@@ -10,8 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.commands import env
 from tracking.sender import run_with_retries
-from tracking.store import experiment_id
-from tracking.writer import RunWriter, metric_batches
+from tracking.writer import RunWriter, experiment_id, metric_batches
 
 
 @pytest.fixture
@@ -80,8 +79,8 @@ def test_experiment_is_reused_and_embedded_artifacts_sit_beside_the_db(tmp_path)
 
 CONCURRENT_WRITER = """
 import sys
-from tracking.store import client_for, experiment_id, retrying
-from tracking.writer import RunWriter
+from tracking.store import client_for, retrying
+from tracking.writer import RunWriter, experiment_id
 
 uri, index, steps, keys = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 client = client_for(uri)
@@ -139,7 +138,7 @@ def test_a_resumed_writer_skips_the_steps_the_store_holds(run) -> None:
         first.log_metrics({"a": step, "b": step}, step=step)
     first.log_metrics({"a": 10}, step=10)  # the crash came between a's and b's point of step 10
     first.close()
-    from tracking.recording import stored_steps
+    from tracking.reader import stored_steps
 
     assert stored_steps(client, run_id) == {"a": 10, "b": 9}
     resumed = RunWriter(client, run_id, stored_steps=stored_steps(client, run_id))

@@ -1,0 +1,141 @@
+"""Gathering a diagnosis from the store: read a run (or a sweep and its trials) with `tracking.reader`, hand the
+frames to the pure functions of `analysis`. What `fitlens report RUN_ID` prints, what the dashboard shows, what a
+finished sweep keeps for the dashboard, and the next sweep of `fitlens sweep refine`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from analysis.health import HEALTH_STATS, Flag, health_flags
+from analysis.ranges import best_points, refined_space
+from analysis.report import run_report, sweep_report
+from analysis.thresholds import DEFAULT, Thresholds
+from lightning_modules.config import ConfigError
+from tracking import reader
+from tracking.layout import DIVERGED_TAG, KEPT_FILE, KIND_SWEEP, KIND_TAG, POINT_TAG, SWEEP_TAG
+from tracking.store import quiet_libraries
+from tracking.sweep.config import SweepConfig
+from tracking.writer import log_json
+
+REFINE_TOP = 3  # as `fitlens sweep refine`'s default --top
+KEPT_VERSION = 2  # of what a finished sweep keeps for the dashboard: bump when runs_frame or the sweep report change
+
+
+def gather_report(run_id: str, uri: str | None = None, thresholds: Thresholds = DEFAULT,
+                  every_snapshot: bool = True) -> dict[str, Any]:
+    """The report of `run_id`: a sweep's parent run gets the sweep report, any other run the run report.
+
+    A sweep's trials are flagged on every snapshot of their diagnostics (a query per statistic and trial),
+    or with `every_snapshot=False` on their last snapshot only, read with the trials themselves: what the
+    dashboard's table of hundreds of trials affords (a run's own page has every snapshot)."""
+    client = reader.open_client(uri)
+    run = reader.get_run(client, run_id)
+    if reader.is_sweep(run):
+        return gather_sweep_report(client, run, reader.trial_runs(client, run), thresholds, every_snapshot)
+    siblings = reader.runs_frame(reader.sibling_runs(client, run))
+    row = reader.runs_frame([run]).iloc[0].to_dict()
+    return run_report(row, siblings, gather_flags(client, run, thresholds), thresholds)
+
+
+def gather_flags(client: MlflowClient, run: Run, thresholds: Thresholds = DEFAULT,
+                 diagnostics: pd.DataFrame | None = None) -> list[Flag]:
+    """The health flags of one run, from its diagnostics at every snapshot (`reader.diagnostics_frame`, read here
+    unless given) and its training loss per epoch."""
+    loss = reader.metric_history(client, run.info.run_id, ["train/loss"])
+    if diagnostics is None:
+        diagnostics = reader.diagnostics_frame(client, run, HEALTH_STATS)
+    return health_flags(diagnostics, loss[["step", "value"]], run.data.tags.get(DIVERGED_TAG), thresholds)
+
+
+def gather_sweep_report(client: MlflowClient, parent: Run, runs: Sequence[Run], thresholds: Thresholds = DEFAULT,
+                        every_snapshot: bool = True, trials: pd.DataFrame | None = None,
+                        sweep: SweepConfig | None = None) -> dict[str, Any]:
+    """The report of the sweep `parent` over its trial `runs` (already read: the dashboard has them cached, with
+    their `reader.runs_frame` as `trials` and the sweep it ran)."""
+    sweep = sweep or reader.sweep_config(client, parent.info.run_id)
+    if trials is None:
+        trials = reader.runs_frame(runs, sweep.metric)
+    flags = {run.info.run_id: gather_flags(client, run, thresholds) if every_snapshot else
+             health_flags(reader.latest_diagnostics(run, HEALTH_STATS), None, run.data.tags.get(DIVERGED_TAG),
+                          thresholds)
+             for run in runs}
+    scored = [(row["metric"], row["point"]) for row in trials.to_dict("records") if not row.get("diverged")]
+    try:
+        refined = {key: dist.to_dict() for key, dist in
+                   refined_space(sweep.space, best_points(scored, REFINE_TOP)).items()}
+    except ValueError:
+        refined = None  # no trial with a finite metric yet
+    log_scale = [key for key, dist in sweep.space.items() if dist.kind.startswith("loguniform")]
+    parent_row = {"run_id": parent.info.run_id, "run_name": parent.info.run_name, "status": parent.info.status}
+    return sweep_report(parent_row, trials, flags, sweep.metric, log_scale, refined, thresholds)
+
+
+# ----------------------------------------------------------------------------------------------
+# What a finished sweep keeps for the dashboard
+
+
+def keep_sweep(uri: str | None, parent_run_id: str) -> None:
+    """Keep in the FINISHED sweep's KEPT_FILE what the sweep page shows of it and takes a second or more to compute
+    for hundreds of trials (parsing every param, the flags, the importance forest): its trials as
+    `reader.runs_frame` rows and its report (flags on each trial's last snapshot, default thresholds).
+    `fitlens sweep` calls it once the sweep has finished and written its trials file; `kept_part` reads it
+    back, while the sweep has the finish that file belongs to."""
+    client = reader.open_client(uri)
+    parent = reader.get_run(client, parent_run_id)
+    runs = reader.trial_runs(client, parent)
+    sweep = reader.sweep_config(client, parent_run_id)
+    trials = reader.runs_frame(runs, sweep.metric)
+    doc = {"version": KEPT_VERSION, "thresholds": dataclasses.asdict(DEFAULT),
+           "trials": trials.to_dict("records"),
+           "report": gather_sweep_report(client, parent, runs, every_snapshot=False, trials=trials, sweep=sweep)}
+    log_json(client, parent_run_id, doc, KEPT_FILE)
+
+
+def kept_part(kept: Any, part: str) -> Any:
+    """`part` ("trials", the `runs_frame` rows, or "report") of what a finished sweep kept for the dashboard
+    (`keep_sweep`), when it was kept by this KEPT_VERSION with the default thresholds; else None (the reader
+    computes it)."""
+    if not isinstance(kept, dict) or kept.get("version") != KEPT_VERSION \
+            or kept.get("thresholds") != dataclasses.asdict(DEFAULT):
+        return None
+    return kept.get(part) if isinstance(kept.get(part), (list, dict)) else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Coarse to fine: `fitlens sweep refine`
+
+
+def refine(parent_run_id: str, top: int = REFINE_TOP, uri: str | None = None, margin: float = 0.25) -> SweepConfig:
+    """The next sweep of coarse-to-fine search: the sweep of `parent_run_id` with every numeric range narrowed
+    around its best `top` trials (on the scale the space used), categorical ones cut to the values they had."""
+    quiet_libraries()
+    if top < 1:
+        raise ConfigError(f"--top = {top}: expected a number of trials >= 1")
+    client = reader.open_client(uri)
+    try:
+        parent = reader.get_run(client, parent_run_id)
+    except ConfigError:
+        raise ConfigError(f"SWEEP_RUN_ID = {parent_run_id!r}: no such run in {client.tracking_uri}") from None
+    if parent.data.tags.get(KIND_TAG) != KIND_SWEEP:
+        raise ConfigError(f"SWEEP_RUN_ID = {parent_run_id!r} is not a sweep's parent run (a parent has the tag "
+                          f"{KIND_TAG} = {KIND_SWEEP}; a trial's run names its parent in {SWEEP_TAG})")
+    sweep = reader.sweep_config(client, parent_run_id)
+    scored: list[tuple[float, dict[str, Any]]] = []
+    for run in reader.trial_runs(client, parent):
+        value = run.data.metrics.get(f"best/{sweep.metric}", run.data.metrics.get(sweep.metric))
+        if value is not None and math.isfinite(value) and POINT_TAG in run.data.tags \
+                and DIVERGED_TAG not in run.data.tags:
+            scored.append((value, json.loads(run.data.tags[POINT_TAG])))
+    if not scored:
+        raise ConfigError(f"SWEEP_RUN_ID = {parent_run_id!r}: none of its trials has a finite {sweep.metric} to "
+                          f"refine around")
+    space = refined_space(sweep.space, best_points(scored, top), margin)
+    return dataclasses.replace(sweep, space=space)

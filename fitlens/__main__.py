@@ -1,0 +1,7 @@
+"""`python -m fitlens`: the `fitlens` command."""
+
+import sys
+
+from fitlens.cli import main
+
+sys.exit(main())
