@@ -75,8 +75,9 @@ bench: $(VENV)/.bench-installed ## Measure diagnostics, sweeps, the dashboard an
 	$(PY) benchmarks/bench_dashboard.py
 	$(PY) benchmarks/bench_tracking.py
 
-lint: setup ## Run ruff.
+lint: setup ## Run ruff and the import layers' contracts (lint-imports).
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 mlflow-ui: setup ## Serve the MLflow UI on 127.0.0.1:5000 over the embedded store.
 	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port 5000

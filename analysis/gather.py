@@ -8,11 +8,9 @@ import dataclasses
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 
 from analysis.health import HEALTH_STATS, Flag, health_flags
 from analysis.ranges import best_points, refined_space
@@ -22,8 +20,12 @@ from lightning_modules.config import ConfigError
 from tracking import reader
 from tracking.layout import DIVERGED_TAG, KEPT_FILE, KIND_SWEEP, KIND_TAG, POINT_TAG, SWEEP_TAG
 from tracking.store import quiet_libraries
-from tracking.sweep.config import SweepConfig
+from tracking.sweep_config import SweepConfig
 from tracking.writer import log_json
+
+if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracking.reader and tracking.writer
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 REFINE_TOP = 3  # as `fitlens sweep refine`'s default --top
 KEPT_VERSION = 2  # of what a finished sweep keeps for the dashboard: bump when runs_frame or the sweep report change

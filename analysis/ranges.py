@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tracking.sweep.config import Distribution
+from tracking.sweep_config import Distribution
 
 
 def best_points(scored: Sequence[tuple[float, Mapping[str, Any]]], top: int) -> list[dict[str, Any]]:

@@ -81,7 +81,7 @@ from tracking.layout import (
     histogram_part,
 )
 from tracking.store import client_for, quiet_libraries
-from tracking.sweep.config import dump_sweep, sample_configs, sweep_from_dict
+from tracking.sweep_config import dump_sweep, sample_configs, sweep_from_dict
 from tracking.sweep_store import write_trials
 from tracking.writer import experiment_id
 

@@ -12,11 +12,10 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from mlflow.entities import Run
 
 from analysis.gather import gather_flags, kept_part
 from analysis.health import HEALTH_STATS, Flag
@@ -25,7 +24,10 @@ from tracking import reader
 from tracking.layout import BEST_RUN_TAG, KEPT_FILE, PERCENTILE_NAMES
 from tracking.reader import RUN_COLUMNS, DataError
 from tracking.store import client_for, quiet_libraries, tracking_uri
-from tracking.sweep.config import SweepConfig
+from tracking.sweep_config import SweepConfig
+
+if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracking.reader and tracking.writer
+    from mlflow.entities import Run
 
 # What the run and layers pages read of a run's diagnostics (flags, depth profile, percentile bands): fetched
 # together once, each view takes its own from them.

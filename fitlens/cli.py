@@ -197,7 +197,7 @@ def _add_studies_parser(commands: Any) -> None:
 
 
 def _studies(args: argparse.Namespace) -> int:
-    from tracking.sweep.config import list_studies, load_sweep
+    from tracking.sweep_config import list_studies, load_sweep
 
     rows = []
     for name in list_studies():
@@ -265,13 +265,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _study_names() -> list[str]:
-    from tracking.sweep.config import list_studies
+    from tracking.sweep_config import list_studies
 
     return list_studies()
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from tracking.sweep.config import load_sweep
+    from tracking.sweep_config import load_sweep
 
     if args.resume:
         if args.overrides:
@@ -290,7 +290,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _sweep_refine(args: argparse.Namespace) -> int:
     from analysis.gather import refine
-    from tracking.sweep.config import dump_sweep, override_sweep
+    from tracking.sweep_config import dump_sweep, override_sweep
 
     sweep = override_sweep(refine(args.sweep_run_id, args.top, args.tracking_uri), args.overrides)
     if args.dry_run:

@@ -23,7 +23,7 @@ from lightning_modules.config import ConfigError, RunConfig, check_range
 
 __all__ = [
     "ConfigError", "load_config", "config_from_dict", "config_to_dict", "flatten", "dump_yaml",
-    # shared with tracking.sweep.config, which validates sweep files the same way
+    # shared with tracking.sweep_config, which validates sweep files the same way
     "as_float", "build_dataclass", "check_tree", "parse_override", "read_yaml", "set_dotted", "show_value",
 ]
 

@@ -12,15 +12,18 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from mlflow.tracking import MlflowClient
 
 from tracking import sender
 from tracking.layout import DIAGNOSTICS_DIR, SCHEMA_FILE, SCHEMA_VERSION, histogram_part
 from tracking.writer import RunWriter
+
+if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracking.reader and tracking.writer
+    from mlflow.tracking import MlflowClient
 
 ARROW_SCHEMA = pa.schema(
     [

@@ -50,7 +50,7 @@ from tracking.layout import (
     parse_diag_key,
 )
 from tracking.store import client_for, latest_metrics, retrying, tracking_uri
-from tracking.sweep.config import SweepConfig, sweep_from_dict
+from tracking.sweep_config import SweepConfig, sweep_from_dict
 
 RUN_COLUMNS = ("run_id", "run_name", "status", "train_error", "dev_error", "test_error", "metric", "reference_error",
                "m_train", "epochs", "weight_norm", "frac_small", "point", "diverged", "stopped_early", "error")

@@ -8,9 +8,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
-
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from lightning_modules.config import RunConfig
 from tracking.config import config_to_dict, dump_yaml, flatten
@@ -19,6 +17,9 @@ from tracking.reader import stored_steps
 from tracking.signals import sigterm_raises_terminated
 from tracking.store import client_for, tracking_uri
 from tracking.writer import RunWriter, create_run, end_run, experiment_id, log_text, reopen_run
+
+if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracking.reader and tracking.writer
+    from mlflow.tracking import MlflowClient
 
 
 @dataclass

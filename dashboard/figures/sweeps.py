@@ -3,7 +3,7 @@ and the trials on the bias/variance plane.
 
 Inputs are the rows of `tracking.reader.runs_frame` (one per trial: run_id, run_name, train_error, dev_error,
 reference_error and one column per flattened config key) and, per searched setting, its scale as
-`tracking.sweep.config.Distribution.scale` names it: "log" (loguniform), "log_one_minus" (loguniform in
+`tracking.sweep_config.Distribution.scale` names it: "log" (loguniform), "log_one_minus" (loguniform in
 1 - beta), "linear" (uniform, randint), "categorical" / "grid" (choice, grid). Numbers are drawn as numbers
 (a grid over reg.l2 too), on a log axis for the log scales; anything else (strings, bools, lists, section
 bundles) as categories.

@@ -19,12 +19,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from dash import dcc, html
-from mlflow.entities import Run
 
 from analysis.health import Flag, depth_order
 from dashboard import ids
@@ -42,6 +41,9 @@ from dashboard.figures.layers import (
 )
 from tracking.layout import POINT_TAG, parse_diag_key
 from tracking.reader import DataError
+
+if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracking.reader and tracking.writer
+    from mlflow.entities import Run
 
 PATH = "/layers/<run_id>"
 TITLE = "Layers"

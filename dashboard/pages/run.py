@@ -5,12 +5,11 @@ other pages. A run in progress shows its curves so far and is re-read on the liv
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from dash import dcc, html
-from mlflow.entities import Run
 
 from analysis.bias_variance import pct, points
 from analysis.health import Flag
@@ -22,6 +21,9 @@ from dashboard.components import control, message, mlflow_link, run_link, sectio
 from dashboard.figures.curves import CURVE_KEYS, learning_curves, smoothing_beta
 from tracking.layout import DIVERGED_TAG, ERROR_TAG, STOPPED_TAG, SWEEP_TAG
 from tracking.reader import DataError, runs_frame
+
+if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracking.reader and tracking.writer
+    from mlflow.entities import Run
 
 PATH = "/run/<run_id>"
 TITLE = "Run"

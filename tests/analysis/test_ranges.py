@@ -7,7 +7,7 @@ import math
 import pytest
 
 from analysis.ranges import best_points, refined_space
-from tracking.sweep.config import Distribution
+from tracking.sweep_config import Distribution
 
 
 def test_best_points_are_the_lowest_metrics_best_first_ties_in_input_order() -> None:

@@ -40,7 +40,7 @@ from tracking.layout import (
     TRIAL_TAG,
 )
 from tracking.store import client_for
-from tracking.sweep.config import dump_sweep, sweep_from_dict
+from tracking.sweep_config import dump_sweep, sweep_from_dict
 
 PIECES = ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "javascript:alert(1)",
           "[x](javascript:alert(1))", '<a href="javascript:alert(1)">a</a>')

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from lightning_modules.config import ConfigError, RunConfig
 from tests.commands import FITLENS, env
 from tracking.config import INT64, MAX_DEPTH, MAX_VALUES, config_from_dict, dump_yaml, load_config, parse_override
-from tracking.sweep.config import (
+from tracking.sweep_config import (
     SweepConfig,
     apply,
     dump_sweep,

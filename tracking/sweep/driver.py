@@ -26,10 +26,9 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
-from mlflow.tracking import MlflowClient
 from ray import tune
 
 from tracking.layout import (
@@ -44,10 +43,11 @@ from tracking.layout import (
 )
 from tracking.reader import find_trial_run, get_run, runs_by_trial_id, search_trial_runs, unfinished_parent
 from tracking.store import client_for, embedded_folder, is_embedded, quiet_libraries, tracking_uri
-from tracking.sweep.config import SweepConfig, dump_sweep, with_smoke
 from tracking.sweep.scheduler import make_scheduler, make_searcher
+from tracking.sweep.space import to_tune
 from tracking.sweep.summary import summarize
 from tracking.sweep.trial import TrialJob, run_trial
+from tracking.sweep_config import SweepConfig, dump_sweep, with_smoke
 from tracking.writer import (
     create_run,
     end_run,
@@ -59,6 +59,9 @@ from tracking.writer import (
     set_tags,
     write_trials,
 )
+
+if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracking.reader and tracking.writer
+    from mlflow.tracking import MlflowClient
 
 SWEEPS_DIR = "sweeps"  # Tune's experiment folders, beside an embedded store (else in the working directory)
 MAX_ERROR_LENGTH = 5000
@@ -220,7 +223,7 @@ def _tune(job: TrialJob, folder: str, resumed: bool, progress: bool) -> Any:
 
 
 def _param_space(job: TrialJob) -> dict[str, Any]:
-    return {key: dist.to_tune(searcher=job.searcher) for key, dist in job.sweep.space.items()}
+    return {key: to_tune(dist, searcher=job.searcher) for key, dist in job.sweep.space.items()}
 
 
 class TrialRuns(tune.Callback):

@@ -15,8 +15,9 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, Populati
 from tracking.layout import STOPPED_TAG
 from tracking.reader import find_trial_run
 from tracking.store import client_for
-from tracking.sweep.config import SweepConfig
+from tracking.sweep.space import to_tune
 from tracking.sweep.trial import TrialJob
+from tracking.sweep_config import SweepConfig
 from tracking.writer import set_tags
 
 
@@ -28,7 +29,7 @@ def make_scheduler(job: TrialJob) -> TrialScheduler:
                              grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor,
                              stop_last_trials=False)  # a trial that reaches max_epochs ends by itself
     if sweep.scheduler == "pbt":
-        mutations = {key: dist.to_tune() for key, dist in sweep.space.items() if dist.kind != "grid"}
+        mutations = {key: to_tune(dist) for key, dist in sweep.space.items() if dist.kind != "grid"}
         return PopulationBasedTraining(time_attr="training_iteration",
                                        perturbation_interval=sweep.perturbation_interval,
                                        hyperparam_mutations=mutations)

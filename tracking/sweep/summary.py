@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
-
-from mlflow.entities import Run
+from typing import TYPE_CHECKING, Any
 
 from tracking.layout import DIVERGED_TAG, ERROR_TAG, POINT_TAG, STOPPED_TAG
 from tracking.sweep.trial import TrialJob
+
+if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracking.reader and tracking.writer
+    from mlflow.entities import Run
 
 
 def summarize(job: TrialJob, results: Any, runs: Mapping[str, Run]) -> dict[str, Any]:

@@ -24,11 +24,10 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import ray
-from mlflow.tracking import MlflowClient
 from ray import tune
 
 from lightning_modules.config import RunConfig
@@ -37,9 +36,13 @@ from tracking.layout import HOST_TAG, PARENT_RUN_TAG, POINT_TAG, RAY_NODE_TAG, R
 from tracking.reader import find_trial_run, stored_steps
 from tracking.recording import Recording, config_tags, recorded_run
 from tracking.store import client_for, quiet_libraries
-from tracking.sweep.config import SweepConfig, apply
+from tracking.sweep.space import from_tune
+from tracking.sweep_config import SweepConfig, apply
 from tracking.train import Prepared, fit, prepare
 from tracking.writer import RunWriter, set_tags
+
+if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracking.reader and tracking.writer
+    from mlflow.tracking import MlflowClient
 
 CHECKPOINT_FILE = "last.ckpt"  # inside each Tune checkpoint of a one-worker trial
 SENDER_FILE = "sender.json"  # beside it: the sender process that stored the points up to it
@@ -66,7 +69,7 @@ class TrialJob:
 
     def values(self, point: Mapping[str, Any]) -> dict[str, Any]:
         """The run-config values of Tune's config (1 - x back to beta for a searched log_one_minus key)."""
-        return {key: self.sweep.space[key].from_tune(point[key], self.searcher) for key in self.sweep.space}
+        return {key: from_tune(self.sweep.space[key], point[key], self.searcher) for key in self.sweep.space}
 
 
 def run_trial(point: dict[str, Any], job: TrialJob) -> None:

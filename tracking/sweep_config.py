@@ -1,8 +1,8 @@
 """Sweep files: a base run config, a search space over its dotted keys, and how to search it.
 
-The groundwork of `fitlens sweep` (Ray Tune), kept pure: loading and validating a sweep file,
-sampling its space with numpy, narrowing it around the best trials (coarse to fine) and
-building each trial's run config. Only `Distribution.to_tune` needs Ray, and imports it lazily.
+The groundwork of `fitlens sweep` (Ray Tune), kept pure and without Ray: loading and validating a sweep
+file, narrowing its space around the best trials (coarse to fine) and building each trial's run config.
+`tracking.sweep.space` turns the space into Ray Tune's search space.
 
 A sweep file (YAML)::
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import itertools
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -46,7 +45,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import yaml
 
 from lightning_modules.config import ConfigError, RunConfig
@@ -63,8 +61,8 @@ from tracking.config import (
 )
 
 __all__ = [
-    "DISTRIBUTIONS", "Distribution", "Resources", "SmokeConfig", "SweepConfig", "apply", "grid_points",
-    "dump_sweep", "list_studies", "load_sweep", "override_sweep", "sample_configs", "sweep_from_dict", "with_smoke",
+    "DISTRIBUTIONS", "Distribution", "Resources", "SmokeConfig", "SweepConfig", "apply",
+    "dump_sweep", "list_studies", "load_sweep", "override_sweep", "sweep_from_dict", "with_smoke",
 ]
 
 Search = Literal["random", "grid", "tpe"]  # tpe: Optuna's tree-structured Parzen estimator
@@ -92,7 +90,7 @@ class Distribution:
 
     Numeric kinds hold `(low, high)`: loguniform and uniform draw from [low, high] (the upper
     end is reached with probability zero), randint from the integers low..high, both included.
-    choice and grid hold their values; `sample_configs` crosses grid values instead of drawing them.
+    choice and grid hold their values; Tune crosses grid values instead of drawing them.
     """
 
     kind: str
@@ -116,20 +114,6 @@ class Distribution:
         if self.kind in _NUMERIC:
             return [float(self.args[0]), float(self.args[1])]
         return list(self.args)
-
-    def sample(self, rng: np.random.Generator) -> Any:
-        """One draw, as a plain Python value (a grid draws one of its values uniformly)."""
-        if self.kind == "loguniform":
-            low, high = self.args
-            return float(math.exp(rng.uniform(math.log(low), math.log(high))))
-        if self.kind == "loguniform_one_minus":
-            low, high = self.args  # of beta; 1 - beta runs from 1 - high to 1 - low
-            return float(1.0 - math.exp(rng.uniform(math.log1p(-high), math.log1p(-low))))
-        if self.kind == "uniform":
-            return float(rng.uniform(*self.args))
-        if self.kind == "randint":
-            return int(rng.integers(self.args[0], self.args[1], endpoint=True))
-        return copy.deepcopy(self.args[int(rng.integers(len(self.args)))])
 
     def narrow(self, values: Sequence[Any], margin: float = 0.25) -> Distribution:
         """Coarse to fine: the same kind around `values` (the best trials'), within the old bounds.
@@ -164,40 +148,6 @@ class Distribution:
         else:
             new = [max(low, new[0]), min(high, new[1])]  # the round trip may step a hair outside
         return Distribution(self.kind, tuple(new))
-
-    def to_tune(self, searcher: bool = False) -> Any:
-        """The matching Ray Tune search-space object.
-
-        randint becomes `tune.randint(low, high + 1)` (Ray's upper bound is exclusive). With
-        `searcher=False`, loguniform_one_minus becomes a `tune.sample_from` drawing beta directly;
-        model-based searchers (TPE) cannot see inside sample_from, so with `searcher=True` it is
-        `tune.loguniform(1 - high, 1 - low)` over 1 - beta instead: map the value back with
-        `from_tune`.
-        """
-        from ray import tune
-
-        if self.kind == "loguniform":
-            return tune.loguniform(*self.values)
-        if self.kind == "loguniform_one_minus":
-            low, high = self.values
-            if searcher:
-                return tune.loguniform(1.0 - high, 1.0 - low)
-            log_low, log_high = math.log1p(-high), math.log1p(-low)
-            return tune.sample_from(lambda _spec: float(1.0 - math.exp(np.random.uniform(log_low, log_high))))
-        if self.kind == "uniform":
-            return tune.uniform(*self.values)
-        if self.kind == "randint":
-            low, high = self.values
-            return tune.randint(low, high + 1)
-        if self.kind == "choice":
-            return tune.choice(list(self.args))
-        return tune.grid_search(list(self.args))
-
-    def from_tune(self, value: Any, searcher: bool = False) -> Any:
-        """The run-config value of what `to_tune(searcher)` produced (1 - x for a searched 1 - beta)."""
-        if self.kind == "loguniform_one_minus" and searcher:
-            return 1.0 - float(value)
-        return value
 
     def to_dict(self) -> dict[str, list[Any]]:
         """The YAML form, `{kind: [args]}`, that `sweep_from_dict` reads back."""
@@ -441,28 +391,6 @@ def with_smoke(sweep: SweepConfig) -> SweepConfig:
 
 # ----------------------------------------------------------------------------------------------
 # sampling and trial configs
-
-
-def grid_points(sweep: SweepConfig) -> list[dict[str, Any]]:
-    """Every combination of the grid keys' values, the last key varying fastest ([{}] without grids)."""
-    grids = {key: d.args for key, d in sweep.space.items() if d.kind == "grid"}
-    return [dict(zip(grids, combo, strict=True)) for combo in itertools.product(*grids.values())]
-
-
-def sample_configs(sweep: SweepConfig, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """n draws of the non-grid keys, each crossed with every grid combination: n x grid_size points.
-
-    Each point maps the space's dotted keys to values (as Ray Tune's BasicVariantGenerator does,
-    with numpy in place of Ray); `apply(sweep.base, point)` makes it a run config.
-    """
-    rng = np.random.default_rng(seed)
-    drawn = {key: d for key, d in sweep.space.items() if d.kind != "grid"}
-    points = []
-    for _ in range(n):
-        for grid in grid_points(sweep):
-            point = {key: d.sample(rng) for key, d in drawn.items()}
-            points.append({key: copy.deepcopy(grid[key]) if key in grid else point[key] for key in sweep.space})
-    return points
 
 
 def apply(base: RunConfig, point: Mapping[str, Any]) -> RunConfig:

@@ -12,7 +12,7 @@ import yaml
 
 from fitlens.cli import main
 from lightning_modules.config import ConfigError
-from tracking.sweep.config import (
+from tracking.sweep_config import (
     Distribution,
     apply,
     dump_sweep,
