@@ -20,8 +20,6 @@ Layout = Literal["auto", "flat", "image"]
 DiagnosticsKind = Literal["weight", "bias", "grad", "preact", "act", "update"]
 DiagnosticsPreset = Literal["off", "economy", "default", "full"]
 
-BUILTIN_DATASETS = ("mnist1d", "digits", "breast_cancer", "moons", "circles", "teacher_student", "csv", "parquet")
-
 
 class ConfigError(ValueError):
     """A user's configuration is invalid; the message names the field, the value and what is allowed."""

@@ -1,4 +1,5 @@
-"""Data for fitlens: the built-in data sets behind one array-backed LightningDataModule.
+"""Data for fitlens: the built-in data sets (`lightning_modules.datasets`) behind one array-backed
+LightningDataModule.
 
 `build_datamodule(cfg)` is the single entry point. A built-in name gives an `ArrayDataModule`;
 a name "package.module:Class" imports a user's own LightningDataModule. Everything a user can
@@ -13,90 +14,24 @@ The course's conventions, implemented here:
 - `train_fraction` keeps a nested, stratified subset of the training split (learning curves
   over training-set size), leaving dev and test unchanged;
 - every data set carries a reference (human / Bayes) error e* for the bias/variance diagnosis;
-- label-preserving augmentation runs on the device, for training batches only.
+- label-preserving augmentation (`lightning_modules.augment`) runs on the device, for training batches only.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
-import math
-import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, NamedTuple, get_args
+from collections.abc import Sequence
+from typing import Any, get_args
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_modules.config import BUILTIN_DATASETS, ConfigError, DataConfig, Layout, check_range, import_object
-
-Kind = Literal["sequence", "image", "tabular"]
-
-# ----------------------------------------------------------------------------------------------
-# Augmentation ops
-
-# The ops that keep a label, per kind of input (the seeds: 1-D shift, noise, scale;
-# 2-D flip, rotation, translation, contrast, noise; a table's columns have no geometry).
-AUGMENT_OPS: dict[Kind, tuple[str, ...]] = {
-    "sequence": ("shift", "noise", "scale"),
-    "image": ("flip", "rotate", "translate", "contrast", "noise"),
-    "tabular": ("noise",),
-}
-# `augment: true` takes these. Digits leave out flip: a mirrored 2, 3, 5 or 7 is not that digit.
-DEFAULT_AUGMENT_OPS: dict[Kind, tuple[str, ...]] = {
-    "sequence": ("shift", "noise", "scale"),
-    "image": ("rotate", "translate", "contrast", "noise"),
-    "tabular": ("noise",),
-}
-# The order ops run in, whatever order the config lists them: geometry first, then amplitude,
-# then noise, so that noise is never rotated or rescaled.
-_OP_ORDER = ("flip", "rotate", "translate", "shift", "scale", "contrast", "noise")
-
-MAX_SHIFT = 3  # positions; MNIST-1D's digits are 12-point templates in 40, a few steps keep them whole
-NOISE_STD = 0.05  # in normalized units: small next to the unit spread of every feature
-SCALE_RANGE = (0.9, 1.1)  # amplitude factor; a digit at 90% or 110% height is the same digit
-MAX_ROTATION_DEG = 10.0  # handwriting tilts this much without changing the digit
-MAX_TRANSLATE = 1  # pixel; on an 8x8 digit, 2 pixels already push strokes off the image
-CONTRAST_RANGE = (0.8, 1.2)  # factor on the deviation from the image's own mean intensity
-
-# ----------------------------------------------------------------------------------------------
-# Per-data-set facts
-
-# Which kind of input each built-in data set gives (digits: "image" unless data.layout = flat).
-_KINDS: dict[str, Kind] = {
-    "mnist1d": "sequence",
-    "digits": "image",
-    "breast_cancer": "tabular",
-    "moons": "tabular",
-    "circles": "tabular",
-    "teacher_student": "tabular",
-    "csv": "tabular",
-    "parquet": "tabular",
-}
-
-# Reference (human / Bayes) errors e* where a fixed number is right; moons, circles and
-# teacher_student compute theirs from the generating process (see `default_reference_error`).
-_FIXED_REFERENCE_ERRORS: dict[str, float] = {
-    # The MNIST-1D paper reports roughly 96% accuracy for a human expert.
-    "mnist1d": 0.04,
-    # No estimate exists for these: the seeds' convention e* ~ 0 (override with data.reference_error).
-    "digits": 0.0,
-    "breast_cancer": 0.0,
-    "csv": 0.0,
-    "parquet": 0.0,
-}
-
-MNIST1D_TRAIN = 4000  # the paper's split: the first 4000 of make_dataset's 5000 ...
-MNIST1D_TEST = 1000  # ... and the last 1000
-CIRCLES_FACTOR = 0.5  # the inner circle's radius relative to the outer one
-TEACHER_HIDDEN = 64  # teacher width: wide enough for a curved decision boundary, small enough to learn
-
+from lightning_modules.augment import AUGMENT_OPS, Kind, augment_batch, in_order
+from lightning_modules.config import ConfigError, DataConfig, Layout, check_range, import_object
+from lightning_modules.datasets import DATASETS
 
 # ----------------------------------------------------------------------------------------------
 # Public entry point
@@ -105,10 +40,10 @@ TEACHER_HIDDEN = 64  # teacher width: wide enough for a curved decision boundary
 def build_datamodule(cfg: DataConfig) -> pl.LightningDataModule:
     """Build the LightningDataModule that `cfg` names.
 
-    A built-in name (`BUILTIN_DATASETS`) gives an `ArrayDataModule`; a name containing ":" is the
+    A built-in name (`lightning_modules.datasets.DATASETS`) gives an `ArrayDataModule`; a name containing ":" is the
     import path "package.module:Class" of a user's LightningDataModule, instantiated with
     `**cfg.args`. A user's module that has no `reference_error` attribute gets one:
-    `cfg.reference_error`, or 0.0 (the seeds' e* ~ 0 convention); a given `cfg.reference_error`
+    `cfg.reference_error`, or 0.0 (the course's e* ~ 0: docs/conventions.md); a given `cfg.reference_error`
     overrides the module's own.
 
     Raises:
@@ -190,7 +125,8 @@ class ArrayDataModule(pl.LightningDataModule):
         if self._is_setup:
             return
         cfg = self.cfg
-        raw = _load(cfg)
+        entry = DATASETS[cfg.name]
+        raw = entry.load(cfg)
         splits = make_splits(
             raw.y,
             seed=cfg.seed,
@@ -220,8 +156,12 @@ class ArrayDataModule(pl.LightningDataModule):
         self.m_train, self.m_dev, self.m_test = (len(splits[s]) for s in ("train", "dev", "test"))
         self.feature_mean = torch.from_numpy(mean.astype(np.float32))
         self.feature_std = torch.from_numpy(std.astype(np.float32))
+        expected = entry.shape_of(cfg)
+        if expected is not None and self.input_shape != expected:
+            raise ConfigError(f"data.name = {cfg.name}: its examples have shape {self.input_shape}, the registry "
+                              f"says {expected}")
         self.reference_error = (
-            float(cfg.reference_error) if cfg.reference_error is not None else default_reference_error(cfg)
+            float(cfg.reference_error) if cfg.reference_error is not None else entry.reference_error_of(cfg)
         )
         self._is_setup = True
 
@@ -280,39 +220,23 @@ class ArrayDataModule(pl.LightningDataModule):
 
 def _validate(cfg: DataConfig) -> Kind:
     """Check every field that can be checked without loading data; return the kind of input."""
-    if cfg.name not in BUILTIN_DATASETS:
+    if cfg.name not in DATASETS:
         raise ConfigError(
-            f"data.name = {cfg.name!r} is not a built-in data set; allowed: {', '.join(BUILTIN_DATASETS)}, "
+            f"data.name = {cfg.name!r} is not a built-in data set; allowed: {', '.join(DATASETS)}, "
             "or the import path 'package.module:Class' of a LightningDataModule"
         )
     _check_ranges(cfg)
     if cfg.layout not in get_args(Layout):
         raise ConfigError(f"data.layout = {cfg.layout!r}; allowed: {', '.join(get_args(Layout))}")
-    if cfg.name != "digits" and cfg.layout == "image":
+    dataset = DATASETS[cfg.name]
+    if cfg.layout == "image" and dataset.kind_of(cfg) != "image":
+        images = [name for name, d in DATASETS.items() if d.kind_of(cfg) == "image"]
         raise ConfigError(
-            f"data.layout = 'image' applies only to data.name = digits (got data.name = {cfg.name!r}); "
-            "allowed here: auto, flat"
+            f"data.layout = 'image' applies only to data.name = {', '.join(images)} (got data.name = "
+            f"{cfg.name!r}); allowed here: auto, flat"
         )
-    if cfg.name in ("csv", "parquet"):
-        if not cfg.path:
-            raise ConfigError(f"data.path is required for data.name = {cfg.name}")
-        path = Path(cfg.path)
-        if not path.is_file():
-            raise ConfigError(f"data.path = {cfg.path!r}: no such file ({path.resolve()})")
-        if not cfg.target:
-            raise ConfigError(f"data.target (the label column) is required for data.name = {cfg.name}")
-    if cfg.name == "teacher_student":
-        max_noise = (cfg.n_classes - 1) / cfg.n_classes
-        if cfg.noise >= max_noise:
-            raise ConfigError(
-                f"data.noise = {cfg.noise} is too large for data.name = teacher_student with "
-                f"data.n_classes = {cfg.n_classes}: allowed 0 <= noise < (K-1)/K = {max_noise:.4g} "
-                "(beyond it the teacher's label is no longer the most likely one, so the Bayes error "
-                "would not be data.noise)"
-            )
-    if cfg.name == "digits" and cfg.layout == "flat":
-        return "tabular"
-    return _KINDS[cfg.name]
+    dataset.check(cfg)
+    return dataset.kind_of(cfg)
 
 
 def _check_ranges(cfg: DataConfig) -> None:
@@ -325,11 +249,11 @@ def _check_ranges(cfg: DataConfig) -> None:
 
 
 def _resolve_augment(cfg: DataConfig, kind: Kind) -> tuple[str, ...]:
-    """The augmentation ops to run (canonical order), or () when augmentation is off."""
+    """The augmentation ops to run (in the order they run), or () when augmentation is off."""
     allowed = AUGMENT_OPS[kind]
     augment = cfg.augment
     if isinstance(augment, bool):
-        augment = list(DEFAULT_AUGMENT_OPS[kind]) if augment else []
+        augment = list(DATASETS[cfg.name].default_augment_of(cfg)) if augment else []
     if isinstance(augment, str) or not isinstance(augment, Sequence):
         raise ConfigError(
             f"data.augment = {augment!r} must be true, false or a list of ops; "
@@ -341,123 +265,7 @@ def _resolve_augment(cfg: DataConfig, kind: Kind) -> tuple[str, ...]:
             f"data.augment = {list(augment)!r}: {', '.join(map(repr, unknown))} not available for "
             f"data.name = {cfg.name} ({kind} inputs); allowed ops: {', '.join(allowed)}"
         )
-    return tuple(op for op in _OP_ORDER if op in augment)
-
-
-# ----------------------------------------------------------------------------------------------
-# Loading
-
-
-class _RawData(NamedTuple):
-    x: np.ndarray  # (N, *input_shape)
-    y: np.ndarray  # (N,) int labels 0..K-1
-    class_names: list[str]
-    n_fixed_test: int  # > 0: the last rows are the data set's own test split
-
-
-def _load(cfg: DataConfig) -> _RawData:
-    name = cfg.name
-    if name == "mnist1d":
-        x, y = _mnist1d_arrays()
-        return _RawData(x, y, [str(k) for k in range(10)], MNIST1D_TEST)
-    if name == "digits":
-        x, y = _digits_arrays()
-        if cfg.layout == "flat":
-            x = x.reshape(len(x), -1)
-        return _RawData(x, y, [str(k) for k in range(10)], 0)
-    if name == "breast_cancer":
-        from sklearn.datasets import load_breast_cancer
-
-        bunch = load_breast_cancer()
-        return _RawData(bunch.data, bunch.target, [str(n) for n in bunch.target_names], 0)
-    if name in ("moons", "circles"):
-        x, y = _make_curves(name, cfg.n_samples, cfg.noise, cfg.seed)
-        return _RawData(x, y, ["0", "1"], 0)
-    if name == "teacher_student":
-        sample = make_teacher_student(cfg.n_samples, cfg.n_features, cfg.n_classes, cfg.noise, cfg.seed)
-        return _RawData(sample.x, sample.y, [str(k) for k in range(cfg.n_classes)], 0)
-    return _load_table(cfg)
-
-
-@functools.cache
-def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """MNIST-1D generated locally (no download): 5000 x 40 inputs, the last 1000 its test set.
-
-    Cached per process: generation takes ~2 s. The arrays are read-only because they are shared.
-    """
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    # make_dataset reseeds the global numpy and `random` generators; keep the caller's streams.
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        data = make_dataset(get_dataset_args())
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-    x = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)
-    y = np.concatenate([data["y"], data["y_test"]]).astype(np.int64)
-    assert len(data["y"]) == MNIST1D_TRAIN and len(data["y_test"]) == MNIST1D_TEST
-    x.setflags(write=False)
-    y.setflags(write=False)
-    return x, y
-
-
-@functools.cache
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8x8 digits (pixel values 0..16), read-only."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x, y = bunch.images.astype(np.float32), bunch.target.astype(np.int64)
-    x.setflags(write=False)
-    y.setflags(write=False)
-    return x, y
-
-
-def _make_curves(name: str, n_samples: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two moons or two circles with Gaussian noise of std `noise` (scikit-learn's generators)."""
-    from sklearn.datasets import make_circles, make_moons
-
-    if name == "moons":
-        return make_moons(n_samples, noise=noise, random_state=seed)
-    return make_circles(n_samples, noise=noise, factor=CIRCLES_FACTOR, random_state=seed)
-
-
-def _load_table(cfg: DataConfig) -> _RawData:
-    """A user's CSV or Parquet table: the target column gives the labels, all others the features."""
-    import pandas as pd
-
-    assert cfg.path is not None and cfg.target is not None  # checked by _validate
-    try:
-        frame = pd.read_csv(cfg.path) if cfg.name == "csv" else pd.read_parquet(cfg.path)
-    except Exception as err:  # pandas and pyarrow raise many types for a malformed file
-        raise ConfigError(f"data.path = {cfg.path!r} could not be read as {cfg.name}: {err}") from err
-    columns = [str(c) for c in frame.columns]
-    frame.columns = columns
-    if cfg.target not in columns:
-        raise ConfigError(
-            f"data.target = {cfg.target!r} is not a column of {cfg.path}; available columns: {', '.join(columns)}"
-        )
-    features = frame.drop(columns=[cfg.target])
-    if features.shape[1] == 0:
-        raise ConfigError(f"data.path = {cfg.path!r} has no feature columns besides data.target = {cfg.target!r}")
-    non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
-    if non_numeric:
-        raise ConfigError(
-            f"data.path = {cfg.path!r}: non-numeric feature columns {', '.join(non_numeric)}; "
-            "encode them as numbers or drop them (only data.target may hold strings)"
-        )
-    with_missing = [c for c in features.columns if features[c].isna().any()]
-    if with_missing:
-        raise ConfigError(f"data.path = {cfg.path!r}: feature columns with missing values: {', '.join(with_missing)}")
-    target = frame[cfg.target]
-    if target.isna().any():
-        raise ConfigError(f"data.target = {cfg.target!r} has {int(target.isna().sum())} missing values")
-    codes, classes = pd.factorize(target, sort=True)  # distinct values, sorted, -> 0..K-1
-    if len(classes) < 2:
-        raise ConfigError(f"data.target = {cfg.target!r} has {len(classes)} distinct value(s); at least 2 needed")
-    x = features.to_numpy(dtype=np.float32)
-    return _RawData(x, codes.astype(np.int64), [str(c) for c in classes], 0)
+    return in_order(augment)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -530,239 +338,3 @@ def normalization_stats(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
     return mean, np.where(std > 0, std, 1.0)
-
-
-# ----------------------------------------------------------------------------------------------
-# Synthetic data: teacher-student
-
-
-class TeacherStudentSample(NamedTuple):
-    """Inputs, the (noisy) labels and the teacher's clean labels of a teacher-student set."""
-
-    x: np.ndarray  # (N, F) float32
-    y: np.ndarray  # (N,) int64, the labels a student learns from
-    y_clean: np.ndarray  # (N,) int64, argmax of the teacher
-
-
-@dataclass(frozen=True)
-class TeacherNetwork:
-    """A fixed random 2-layer tanh MLP: logits = tanh(x W1 + b1) W2 + b2."""
-
-    w1: np.ndarray  # (F, H)
-    b1: np.ndarray  # (H,)
-    w2: np.ndarray  # (H, K)
-    b2: np.ndarray  # (K,)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """The teacher's logits for inputs `x` of shape (N, F) -> (N, K)."""
-        return np.tanh(x @ self.w1 + self.b1) @ self.w2 + self.b2
-
-    def labels(self, x: np.ndarray) -> np.ndarray:
-        """The clean labels argmax_k logits_k, shape (N,)."""
-        return self(x).argmax(axis=1)
-
-
-@functools.cache
-def make_teacher(n_features: int, n_classes: int, seed: int) -> TeacherNetwork:
-    """The teacher of (n_features, n_classes, seed): Gaussian weights, output biases balanced.
-
-    Weights are N(0, 1/fan_in) (Xavier-like, so tanh is neither linear nor saturated). A random
-    network's argmax favours some classes; the output biases are then tuned on a calibration
-    sample until the classes are about equally frequent (a label set dominated by one class
-    would make every diagnosis trivial). The bias is part of the fixed function, so the Bayes
-    argument of `make_teacher_student` is unaffected.
-    """
-    rng = np.random.default_rng([seed, 7])
-    w1 = rng.standard_normal((n_features, TEACHER_HIDDEN)) / math.sqrt(n_features)
-    b1 = 0.5 * rng.standard_normal(TEACHER_HIDDEN)  # offsets so hidden units do not all cross at x = 0
-    w2 = rng.standard_normal((TEACHER_HIDDEN, n_classes)) / math.sqrt(TEACHER_HIDDEN)
-    logits = np.tanh(rng.standard_normal((8192, n_features)) @ w1 + b1) @ w2  # calibration sample
-    b2 = -logits.mean(axis=0)
-    step = 0.1 * logits.std()
-    best_b2, best_gap = b2, math.inf
-    for _ in range(50):  # raise the bias of rare classes, lower that of common ones; keep the best
-        freq = np.bincount((logits + b2).argmax(axis=1), minlength=n_classes) / len(logits)
-        gap = float(np.abs(freq - 1 / n_classes).max())
-        if gap < best_gap:
-            best_b2, best_gap = b2, gap
-        b2 = b2 - step * np.log(np.maximum(freq, 1e-3) * n_classes)
-    return TeacherNetwork(w1, b1, w2, best_b2)
-
-
-def make_teacher_student(
-    n_samples: int, n_features: int, n_classes: int, noise: float, seed: int
-) -> TeacherStudentSample:
-    """Gaussian inputs labelled by a fixed random teacher, with label noise of rate `noise`.
-
-    x ~ N(0, I_F); the clean label is c(x) = argmax_k teacher(x)_k. With probability `noise`
-    the label is replaced by one of the K-1 *other* classes, uniformly. Hence, for every x,
-
-        P(y = c(x) | x) = 1 - noise,    P(y = k | x) = noise / (K-1) for each k != c(x).
-
-    The Bayes classifier predicts the most probable label. c(x) is the most probable one iff
-    1 - noise > noise / (K-1), i.e. noise < (K-1)/K; then the Bayes rule is c(x) itself and its
-    error is P(y != c(x)) = noise, exactly, whatever the teacher. (A larger noise would make
-    the other classes likelier than c(x); it is rejected as a ConfigError.)
-    """
-    if not 0.0 <= noise < (n_classes - 1) / n_classes:
-        raise ConfigError(f"data.noise = {noise}; allowed for teacher_student: 0 <= noise < (K-1)/K")
-    teacher = make_teacher(n_features, n_classes, seed)
-    rng = np.random.default_rng([seed, 8])
-    x = rng.standard_normal((n_samples, n_features))
-    y_clean = teacher.labels(x)
-    flip = rng.random(n_samples) < noise
-    # An offset in 1..K-1 added modulo K picks each other class with probability 1/(K-1).
-    offset = rng.integers(1, n_classes, size=n_samples)
-    y = np.where(flip, (y_clean + offset) % n_classes, y_clean)
-    return TeacherStudentSample(x.astype(np.float32), y.astype(np.int64), y_clean.astype(np.int64))
-
-
-# ----------------------------------------------------------------------------------------------
-# Reference errors
-
-
-def default_reference_error(cfg: DataConfig) -> float:
-    """The data set's own e*, used when `data.reference_error` is not given.
-
-    mnist1d: 0.04 (human expert); teacher_student: data.noise (exact Bayes error); moons and
-    circles: the Bayes error of their generator at data.noise (Monte Carlo); digits,
-    breast_cancer, csv, parquet: 0.0 (no estimate; the seeds' e* ~ 0 convention).
-    """
-    if cfg.name == "teacher_student":
-        return float(cfg.noise)  # exact: see make_teacher_student
-    if cfg.name in ("moons", "circles"):
-        return curves_bayes_error(cfg.name, cfg.noise)
-    return _FIXED_REFERENCE_ERRORS[cfg.name]
-
-
-@functools.cache
-def curves_bayes_error(name: str, noise: float, n_mc: int = 10_000, seed: int = 0) -> float:
-    """Monte Carlo Bayes error of scikit-learn's moons or circles (factor 0.5) at Gaussian `noise`.
-
-    Each class is a noiseless curve plus N(0, noise^2 I). Its density p(x | c) is the Gaussian
-    density averaged over a dense grid of points on the curve (the curve parameter is uniform).
-    With equal priors the Bayes rule is argmax_c p(x | c); its error is estimated on `n_mc`
-    fresh samples of the generator: mean(argmax_c p(x | c) != y) (standard error <= 0.005).
-    The result is a property of the process, so it does not depend on data.seed; cached.
-    """
-    if noise == 0.0:
-        return 0.0  # the two noiseless curves do not touch
-    x, y = _make_curves(name, n_mc, noise, seed)
-    # Grid spacing well under the noise std, so the averaged density is smooth (curves are <= 2*pi long).
-    n_grid = int(min(max(math.ceil(4 * 2 * math.pi / noise), 256), 2048))
-    grid, grid_y = _make_curves(name, 2 * n_grid, 0.0, 0)
-    points = torch.from_numpy(x)
-    log_density = []
-    for label in (0, 1):
-        curve = torch.from_numpy(grid[grid_y == label])
-        sq_dist = torch.cdist(points, curve).square()  # (n_mc, n_grid)
-        # log mean_g N(x; g, noise^2 I), up to a constant shared by both classes.
-        log_density.append(torch.logsumexp(-sq_dist / (2 * noise**2), dim=1) - math.log(len(curve)))
-    bayes_prediction = (log_density[1] > log_density[0]).numpy().astype(np.int64)
-    return float(np.mean(bayes_prediction != y))
-
-
-# ----------------------------------------------------------------------------------------------
-# Augmentation (pure, on whatever device the batch is on)
-
-
-def augment_batch(
-    x: torch.Tensor,
-    ops: Sequence[str],
-    kind: Kind,
-    mean: torch.Tensor | None = None,
-    std: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Apply label-preserving augmentation ops to a batch of normalized inputs.
-
-    x: (B, L) sequences, (B, H, W) images or (B, F) tables, normalized with `mean` and `std`
-    (shape x.shape[1:]; None = not normalized). Geometric and amplitude ops act on the raw
-    values (a rotated image must rotate pixels, not per-pixel z-scores whose scales differ);
-    noise is added afterwards in normalized units. Ops run in a fixed order (`_OP_ORDER`);
-    randomness comes from torch's global generator (seeded by the trainer).
-    """
-    allowed = AUGMENT_OPS[kind]
-    bad = [op for op in ops if op not in allowed]
-    if bad:
-        raise ConfigError(f"data.augment = {list(ops)!r}: {bad} not available for {kind} inputs; allowed: {allowed}")
-    if not ops:
-        return x
-    mean = torch.zeros((), device=x.device) if mean is None else mean
-    std = torch.ones((), device=x.device) if std is None else std
-    raw = x * std + mean
-    ordered = [op for op in _OP_ORDER if op in ops]
-    for op in ordered:
-        if op != "noise":
-            raw = _RAW_OPS[op](raw)
-    out = (raw - mean) / std
-    if "noise" in ordered:
-        out = out + NOISE_STD * torch.randn_like(out)
-    return out
-
-
-def _uniform(batch: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
-    return torch.empty(batch, device=like.device, dtype=like.dtype).uniform_(low, high)
-
-
-def _shift_1d(x: torch.Tensor) -> torch.Tensor:
-    """Circularly shift each sequence (B, L) by its own random offset in [-MAX_SHIFT, MAX_SHIFT]."""
-    batch, length = x.shape[0], x.shape[-1]
-    offset = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (batch, 1), device=x.device)
-    index = (torch.arange(length, device=x.device) - offset) % length  # (B, L)
-    return torch.gather(x, -1, index.expand_as(x))
-
-
-def _scale(x: torch.Tensor) -> torch.Tensor:
-    """Multiply each example by its own amplitude factor ~ U(SCALE_RANGE)."""
-    factor = _uniform(x.shape[0], *SCALE_RANGE, like=x)
-    return x * factor.view(-1, *([1] * (x.dim() - 1)))
-
-
-def _flip(x: torch.Tensor) -> torch.Tensor:
-    """Mirror each image (B, H, W) left-right with probability 1/2."""
-    mirror = torch.rand(x.shape[0], device=x.device) < 0.5
-    return torch.where(mirror.view(-1, 1, 1), x.flip(-1), x)
-
-
-def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Resample images (B, H, W) through affine maps theta (B, 2, 3); outside pixels are 0 (blank)."""
-    images = x.unsqueeze(1)  # (B, 1, H, W)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False).squeeze(1)
-
-
-def _rotate(x: torch.Tensor) -> torch.Tensor:
-    """Rotate each image by its own angle ~ U(-MAX_ROTATION_DEG, MAX_ROTATION_DEG)."""
-    angle = torch.deg2rad(_uniform(x.shape[0], -MAX_ROTATION_DEG, MAX_ROTATION_DEG, like=x))
-    cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # (B, 2, 3)
-    return _affine(x, theta)
-
-
-def _translate(x: torch.Tensor) -> torch.Tensor:
-    """Shift each image by whole pixels in [-MAX_TRANSLATE, MAX_TRANSLATE] along each axis, blank-filled."""
-    batch, height, width = x.shape
-    pixels = torch.randint(-MAX_TRANSLATE, MAX_TRANSLATE + 1, (batch, 2), device=x.device).to(x.dtype)
-    theta = torch.zeros(batch, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    # With align_corners=False one pixel is 2/size in grid units; sampling at -shift moves content by +shift.
-    theta[:, 0, 2] = -2.0 * pixels[:, 0] / width
-    theta[:, 1, 2] = -2.0 * pixels[:, 1] / height
-    return _affine(x, theta)
-
-
-def _contrast(x: torch.Tensor) -> torch.Tensor:
-    """Scale each image's deviation from its own mean intensity by a factor ~ U(CONTRAST_RANGE)."""
-    factor = _uniform(x.shape[0], *CONTRAST_RANGE, like=x).view(-1, 1, 1)
-    image_mean = x.mean(dim=(-2, -1), keepdim=True)
-    return image_mean + factor * (x - image_mean)
-
-
-_RAW_OPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "shift": _shift_1d,
-    "scale": _scale,
-    "flip": _flip,
-    "rotate": _rotate,
-    "translate": _translate,
-    "contrast": _contrast,
-}

@@ -1,4 +1,5 @@
-"""Tests of lightning_modules.data: splits, normalization, reference errors, tables, augmentation."""
+"""Tests of lightning_modules.data, .datasets and .augment: splits, normalization, the registry's reference errors and
+shapes, tables, augmentation."""
 
 from __future__ import annotations
 
@@ -12,18 +13,10 @@ import torch
 from scipy import integrate, stats
 from sklearn.datasets import load_breast_cancer, load_digits
 
+from lightning_modules.augment import AUGMENT_OPS, MAX_SHIFT, augment_batch
 from lightning_modules.config import ConfigError, DataConfig
-from lightning_modules.data import (
-    AUGMENT_OPS,
-    MAX_SHIFT,
-    ArrayDataModule,
-    augment_batch,
-    build_datamodule,
-    curves_bayes_error,
-    make_splits,
-    make_teacher,
-    make_teacher_student,
-)
+from lightning_modules.data import ArrayDataModule, build_datamodule, make_splits
+from lightning_modules.datasets import DATASETS, curves_bayes_error, make_teacher, make_teacher_student
 
 
 def _setup(**fields: object) -> ArrayDataModule:
@@ -423,3 +416,29 @@ def test_unknown_name_and_invalid_fields() -> None:
         build_datamodule(DataConfig(name="digits", layout="square"))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"data\.test_fraction = 0\.01 of 20 rows gives 0 test rows"):
         build_datamodule(DataConfig(name="moons", n_samples=20, test_fraction=0.01)).setup()
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_every_registered_data_set_loads_with_its_kind_shape_reference_error_and_augmentations(name, tmp_path) -> None:
+    fields: dict[str, object] = {"name": name, "n_samples": 200, "augment": True}
+    if name in ("csv", "parquet"):
+        frame = pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) ** 2, "label": ["x", "y"] * 20})
+        path = tmp_path / f"table.{name}"
+        frame.to_csv(path, index=False) if name == "csv" else frame.to_parquet(path)
+        fields |= {"path": str(path), "target": "label"}
+    entry, cfg = DATASETS[name], DataConfig(**fields)
+    dm = _setup(**fields)
+    assert dm.kind == entry.kind_of(cfg)
+    assert dm.input_shape == (entry.shape_of(cfg) or (2,))  # the table above has two feature columns
+    assert dm.reference_error == pytest.approx(entry.reference_error_of(cfg))
+    assert dm.augment_ops and set(dm.augment_ops) <= set(AUGMENT_OPS[dm.kind])
+
+
+def test_digits_flat_is_a_table_of_64_features_without_image_augmentations() -> None:
+    dm = _setup(name="digits", layout="flat", augment=True)
+    assert (dm.kind, dm.input_shape, dm.augment_ops) == ("tabular", (64,), ("noise",))
+    image = _setup(name="digits", augment=True)
+    assert (image.kind, image.input_shape) == ("image", (8, 8)) and "flip" not in image.augment_ops
