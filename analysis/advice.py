@@ -17,26 +17,19 @@ from typing import Any
 import pandas as pd
 
 from analysis.bias_variance import Diagnosis, Problem, points
+from analysis.values import NOT_SETTINGS, finite_or_none
 
-# Settings that do not change what is learned: a difference in them is no experiment.
-NOT_AN_EXPERIMENT = ("experiment", "run_name", "diagnostics.", "train.threads", "train.accelerator", "train.devices")
 # A run on other data is no comparison at all: every data setting must match but these.
 DATA_PREFIX = "data."
 DATA_REMEDIES = ("data.train_fraction", "data.augment", "data.batch_size", "data.seed")
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def _mean(value: Any) -> float | None:
     """A width or keep_prob: a number, or the mean of a per-layer list."""
     if isinstance(value, (list, tuple)) and value:
-        numbers = [_number(v) for v in value]
+        numbers = [finite_or_none(v) for v in value]
         return None if None in numbers else sum(numbers) / len(numbers)  # type: ignore[arg-type]
-    return _number(value)
+    return finite_or_none(value)
 
 
 def _truthy(value: Any) -> bool:
@@ -134,7 +127,7 @@ def advise(
     columns); rows of `others` with its run_id, without finite errors, or on other data are skipped."""
     wanted = [step.action for step in diagnosis.recommendations]
     found: dict[str, list[Advice]] = {action: [] for action in wanted}
-    settings = [c for c in others.columns if "." in c and not c.startswith(NOT_AN_EXPERIMENT)]
+    settings = [c for c in others.columns if "." in c and not c.startswith(NOT_SETTINGS)]
     for row in others.to_dict("records"):
         if row["run_id"] == run["run_id"] or not _finite(row, "train_error", "dev_error"):
             continue

@@ -1,7 +1,7 @@
 """Bias and variance from train, dev and reference (human / Bayes) error, and the basic recipe.
 
-SPEC.md's convention: avoidable bias = train - e*, variance = dev - train. The verdict compares each with
-its threshold (`Thresholds.high_bias`, `Thresholds.high_variance`); the recipe then says what to try,
+The course's convention (docs/conventions.md): avoidable bias = train - e*, variance = dev - train. The verdict
+compares each with its threshold (`Thresholds.high_bias`, `Thresholds.high_variance`); the recipe then says what to try,
 bias first: a network that cannot fit its training set gains nothing from more data or regularization.
 """
 
@@ -26,7 +26,7 @@ class Step:
     text: str
 
 
-# The seeds' "basic recipe", in its order: first bias, then variance.
+# The course's "basic recipe", in its order: first bias, then variance.
 RECIPE: tuple[Step, ...] = (
     Step("high_bias", "bigger_network", "Train a bigger network: more hidden units or more layers."),
     Step("high_bias", "train_longer", "Train longer: more epochs (or less early stopping)."),

@@ -14,6 +14,17 @@ import pandas as pd
 
 from analysis.bias_variance import points
 from analysis.thresholds import DEFAULT, Thresholds
+from analysis.values import setting_text
+
+# The regularizers with a strength: lambda of the L2 and L1 terms and weight decay (stronger when larger), and the
+# keep_prob of (inverted) dropout and DropConnect (stronger when smaller). Their regularization curve is the
+# errors against that strength; the report draws one for each a sweep varied.
+LAMBDA_SETTINGS = ("reg.l2", "reg.l1", "optim.weight_decay")
+KEEP_PROB_SETTINGS = ("model.keep_prob", "model.input_keep_prob", "model.dropconnect_keep_prob")
+STRENGTH_SETTINGS = (*LAMBDA_SETTINGS, *KEEP_PROB_SETTINGS)
+AUGMENT_SETTING = "data.augment"  # on or off: the regularization page compares its two sides too
+REGULARIZATION_SETTINGS = (*STRENGTH_SETTINGS, AUGMENT_SETTING)
+TRAIN_FRACTION = "data.train_fraction"  # the learning curve's m, as a fraction of the training split
 
 LEARNING_CURVE_COLUMNS = ("m", "train_error", "dev_error", "run_id")
 REGULARIZATION_CURVE_COLUMNS = ("value", "train_error", "dev_error", "run_id")
@@ -148,8 +159,8 @@ def _learning_curve_reason(
     last: pd.Series, previous: pd.Series, dev_drop: float, more_data_helps: bool, thresholds: Thresholds
 ) -> str:
     """One sentence on what the largest training sets say about more data, with the numbers in points."""
-    at = f"At m = {_number(last['m'])}"
-    since = f"from m = {_number(previous['m'])}"
+    at = f"At m = {setting_text(last['m'])}"
+    since = f"from m = {setting_text(previous['m'])}"
     change = f"fell {points(dev_drop)}" if dev_drop >= 0 else f"rose {points(-dev_drop)}"
     if more_data_helps:
         return (
@@ -174,23 +185,23 @@ def _regularization_summary(
 ) -> str:
     """One sentence: the best value, how the gap moved up to it, and what the strongest value did."""
     weakest, strongest = curve.iloc[0], curve.iloc[-1]
-    head = f"{setting} = {_number(best['value'])} gives the lowest dev error, {best['dev_error']:.1%}"
+    head = f"{setting} = {setting_text(best['value'])} gives the lowest dev error, {best['dev_error']:.1%}"
     if len(curve) == 1:
         only = f", with a gap of {points(best['gap'])} (the only value tried)"
         return head + only + _caveat(other_params_varied)
     if best["value"] == weakest["value"]:
-        trend = f"no stronger setting lowered it (gap {points(best['gap'])} at {_number(best['value'])})"
+        trend = f"no stronger setting lowered it (gap {points(best['gap'])} at {setting_text(best['value'])})"
     else:
         moves = "falls" if best["gap"] < weakest["gap"] else "rises"
         trend = (
-            f"the gap {moves} from {points(weakest['gap'])} at {_number(weakest['value'])} "
-            f"to {points(best['gap'])} at {_number(best['value'])}"
+            f"the gap {moves} from {points(weakest['gap'])} at {setting_text(weakest['value'])} "
+            f"to {points(best['gap'])} at {setting_text(best['value'])}"
         )
     if strongest["value"] != best["value"]:
         moves = "rises" if strongest["train_error"] >= weakest["train_error"] else "falls"
         trend += (
             f" and the training error {moves} from {weakest['train_error']:.1%} "
-            f"to {strongest['train_error']:.1%} at {_number(strongest['value'])}"
+            f"to {strongest['train_error']:.1%} at {setting_text(strongest['value'])}"
         )
         # Past the best value, a training error well above the best one's means the setting now causes bias.
         if strongest["train_error"] - best["train_error"] > thresholds.high_bias:
@@ -201,9 +212,3 @@ def _regularization_summary(
 def _caveat(other_params_varied: bool) -> str:
     """The end of the summary: a warning when the curve mixes the effects of other hyperparameters."""
     return " (other hyperparameters varied too, so the curve mixes their effects)." if other_params_varied else "."
-
-
-def _number(value: float) -> str:
-    """A setting or m as a reader writes it: 3200.0 -> '3200', 0.001 -> '0.001'."""
-    value = float(value)
-    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"

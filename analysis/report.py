@@ -6,7 +6,6 @@ in the README ("Diagnosis"): verdict, avoidable_bias, variance, recommendations,
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,15 +13,11 @@ import pandas as pd
 
 from analysis.advice import Advice, advise
 from analysis.bias_variance import Diagnosis, describe, diagnose, pct
-from analysis.curves import learning_curve, regularization_curve
+from analysis.curves import STRENGTH_SETTINGS, TRAIN_FRACTION, learning_curve, regularization_curve
 from analysis.health import Flag
 from analysis.importance import hyperparameter_importance
 from analysis.thresholds import DEFAULT, Thresholds
-
-# The settings whose curves the regularization section draws, when a sweep varied them.
-REGULARIZATION_SETTINGS = ("reg.l2", "reg.l1", "optim.weight_decay", "model.keep_prob", "model.input_keep_prob",
-                           "model.dropconnect_keep_prob")
-TRAIN_FRACTION = "data.train_fraction"
+from analysis.values import finite_or_none
 
 
 def diagnosis_fields(diagnosis: Diagnosis, advice: Sequence[Advice] = ()) -> dict[str, Any]:
@@ -66,8 +61,8 @@ def run_report(
     """The report of one run: `run` is its row of `tracking.reader.runs_frame`, `siblings` the rows of the runs
     it is compared with (its sweep's trials, or its experiment's runs), `flags` its health flags."""
     fields: dict[str, Any] = {"kind": "run", "run_id": run["run_id"], "run_name": run.get("run_name"),
-                              "status": run.get("status"), "test_error": _number(run.get("test_error"))}
-    diagnosis = _diagnosis(run, thresholds)
+                              "status": run.get("status"), "test_error": finite_or_none(run.get("test_error"))}
+    diagnosis = row_diagnosis(run, thresholds)
     if diagnosis is None:
         fields |= {"verdict": None, "avoidable_bias": None, "variance": None, "recommendations": [],
                    "note": "the run has no finite train and dev error (it failed or diverged before an epoch ended)"}
@@ -78,15 +73,13 @@ def run_report(
     return fields
 
 
-def _diagnosis(run: Mapping[str, Any], thresholds: Thresholds) -> Diagnosis | None:
-    train, dev = _number(run.get("train_error")), _number(run.get("dev_error"))
+def row_diagnosis(run: Mapping[str, Any], thresholds: Thresholds = DEFAULT) -> Diagnosis | None:
+    """The bias/variance diagnosis of a `tracking.reader.runs_frame` row, None without a finite train and dev error
+    (ValueError for an error outside [0, 1])."""
+    train, dev = finite_or_none(run.get("train_error")), finite_or_none(run.get("dev_error"))
     if train is None or dev is None:
         return None
-    return diagnose(train, dev, _number(run.get("reference_error")) or 0.0, thresholds)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return diagnose(train, dev, finite_or_none(run.get("reference_error")) or 0.0, thresholds)
 
 
 def sweep_report(
@@ -98,7 +91,7 @@ def sweep_report(
     when the sweep varied the training-set size or a regularizer. `trials` are the rows of
     `tracking.reader.runs_frame` with one column per searched setting; `flags` by run id."""
     searched = _searched(trials)
-    scored = trials[trials["dev_error"].map(lambda v: _number(v) is not None)]
+    scored = trials[trials["dev_error"].map(lambda v: finite_or_none(v) is not None)]
     best = scored.loc[scored["dev_error"].idxmin()] if not scored.empty else None
     fields: dict[str, Any] = {"kind": "sweep", "run_id": parent["run_id"], "run_name": parent.get("run_name"),
                               "status": parent.get("status"), "metric": metric,
@@ -117,32 +110,49 @@ def sweep_report(
     fields["refined_space"] = dict(refined_space) if refined_space is not None else None
     fields["learning_curve"] = _learning_curve(scored, searched, thresholds)
     fields["regularization_curves"] = [_regularization_curve(scored, s, searched, thresholds)
-                                       for s in REGULARIZATION_SETTINGS if s in searched]
+                                       for s in STRENGTH_SETTINGS if s in searched]
     return fields
 
 
-def _searched(trials: pd.DataFrame) -> list[str]:
-    """The settings the sweep varied: the keys of its trials' points (sections flattened: `model.init`)."""
+def row_verdict(run: Mapping[str, Any], thresholds: Thresholds = DEFAULT) -> str | None:
+    """The verdict of a `runs_frame` row, None without finite errors in [0, 1] (a table of runs shows no verdict
+    for a run that has none, rather than failing)."""
+    try:
+        diagnosis = row_diagnosis(run, thresholds)
+    except ValueError:
+        return None
+    return None if diagnosis is None else diagnosis.verdict
+
+
+def searched_settings(trials: pd.DataFrame) -> list[str]:
+    """The settings a sweep searched, as its trials record them: the keys of their points (section bundles
+    flattened, {"model": {"init": "he"}} -> model.init) that are columns of `trials`, in order of appearance."""
     keys: dict[str, None] = {}
     for point in trials["point"] if "point" in trials else ():
-        keys |= dict.fromkeys(_flat(point))
-    return [k for k in keys if k in trials.columns and trials[k].astype(str).nunique() > 1]
+        if isinstance(point, Mapping):
+            keys |= dict.fromkeys(flat_point(point))
+    return [key for key in keys if key in trials.columns]
 
 
-def _flat(point: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def _searched(trials: pd.DataFrame) -> list[str]:
+    """The settings the sweep varied: those it searched that take more than one value among its trials."""
+    return [k for k in searched_settings(trials) if trials[k].astype(str).nunique() > 1]
+
+
+def flat_point(point: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """A trial's point with its section bundles flattened: {"model": {"init": "he"}} -> {"model.init": "he"}."""
     flat: dict[str, Any] = {}
     for key, value in point.items():
-        flat |= _flat(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {f"{prefix}{key}": value}
+        flat |= flat_point(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {f"{prefix}{key}": value}
     return flat
 
 
 def _trial_fields(row: Mapping[str, Any], flags: Sequence[Flag], thresholds: Thresholds) -> dict[str, Any]:
-    diagnosis = _diagnosis(row, thresholds)
+    diagnosis = row_diagnosis(row, thresholds)
     return {
         "run_id": row["run_id"], "run_name": row.get("run_name"), "status": row.get("status"),
-        "point": row.get("point") or {}, "train_error": _number(row.get("train_error")),
-        "dev_error": _number(row.get("dev_error")),
+        "point": row.get("point") or {}, "train_error": finite_or_none(row.get("train_error")),
+        "dev_error": finite_or_none(row.get("dev_error")),
         "verdict": None if diagnosis is None else diagnosis.verdict,
         "avoidable_bias": None if diagnosis is None else diagnosis.avoidable_bias,
         "variance": None if diagnosis is None else diagnosis.variance,
@@ -213,7 +223,7 @@ def reading(report: Mapping[str, Any]) -> str:
 
 
 def _point_text(point: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in _flat(point).items())
+    return ", ".join(f"{k}={v}" for k, v in flat_point(point).items())
 
 
 def _diagnosis_text(report: Mapping[str, Any]) -> list[str]:

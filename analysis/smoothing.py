@@ -9,7 +9,7 @@ import numpy as np
 
 
 def ema(values: Sequence[float] | np.ndarray, beta: float = 0.9) -> np.ndarray:
-    """The bias-corrected exponentially weighted average of `values` (SPEC.md, "Optimization").
+    """The bias-corrected exponentially weighted average of `values` (docs/conventions.md, "Optimization").
 
     v_0 = 0, v_t = beta * v_(t-1) + (1 - beta) * theta_t, and the returned value is v_t / (1 - beta**t),
     t counting the finite values from 1. A non-finite value (NaN, inf) leaves the average as it was and

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 class Thresholds:
     """Named thresholds of the bias/variance verdict, the curves and the health flags."""
 
-    # --- bias and variance (SPEC.md's table) -------------------------------------------------
+    # --- bias and variance (the course's table: docs/conventions.md) ---------------------------------------------
     # Avoidable bias (train - reference) above this is high bias: the table's 15%/16% case (15 points) is,
     # its 1%/11% case (1 point) is not. 5 points is ~5 standard errors of a training error measured on a few
     # thousand examples (0.8 points at 30% error on 3200), so what is flagged is not sampling noise.

@@ -67,14 +67,18 @@ from dashboard.app import create_app, redraw, render_page
 from tracking.config import config_to_dict, flatten
 from tracking.histograms import ARROW_SCHEMA, schema_document
 from tracking.layout import (
+    ARCH_TAG,
     BEST_RUN_TAG,
+    DATASET_TAG,
     DIAGNOSTICS_DIR,
+    KIND_SWEEP,
     KIND_TAG,
     M_TRAIN_TAG,
     PARENT_RUN_TAG,
     POINT_TAG,
     SCHEMA_FILE,
     SEARCH_SPACE_FILE,
+    STUDY_TAG,
     SWEEP_TAG,
     TRIAL_TAG,
     diag_key,
@@ -261,7 +265,7 @@ def seed_store(folder: Path, runs: int, steps: int, full_stats: bool) -> Store:
     base_params = flatten(config_to_dict(sweep.base))
     t0 = int(time.time() * 1000) - (runs + 1) * 60_000
     parent = client.create_run(exp, start_time=t0, run_name=f"{sweep.name}-sweep-000000",
-                               tags={KIND_TAG: "sweep", "fitlens.study": sweep.name}).info.run_id
+                               tags={KIND_TAG: KIND_SWEEP, STUDY_TAG: sweep.name}).info.run_id
     parent_params = {"search": sweep.search, "scheduler": sweep.scheduler, "num_samples": runs, "trials": runs,
                      "metric": sweep.metric, "max_concurrent": sweep.max_concurrent,
                      **{f"space.{key}": json.dumps(d.to_dict()) for key, d in sweep.space.items()}}
@@ -274,7 +278,7 @@ def seed_store(folder: Path, runs: int, steps: int, full_stats: bool) -> Store:
         trial_id = f"{i:05d}"
         start_ms = t0 + (i + 1) * 60_000
         tags = {SWEEP_TAG: parent, PARENT_RUN_TAG: parent, TRIAL_TAG: trial_id, POINT_TAG: json.dumps(point),
-                "fitlens.dataset": "mnist1d", "fitlens.arch": "mlp", M_TRAIN_TAG: str(M_TRAIN)}
+                DATASET_TAG: "mnist1d", ARCH_TAG: "mlp", M_TRAIN_TAG: str(M_TRAIN)}
         run_id = client.create_run(exp, start_time=start_ms, tags=tags,
                                    run_name=f"{sweep.name}-{trial_id}").info.run_id
         curves, dev = curve_metrics(rng, point, start_ms)

@@ -43,8 +43,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from tracking.config import load_config
-from tracking.layout import diag_key
-from tracking.stats import STAT_NAMES
+from tracking.layout import STAT_NAMES, diag_key
 from tracking.store import client_for, is_embedded, quiet_libraries
 from tracking.train import torch_threads
 from tracking.writer import RunWriter, experiment_id

@@ -7,12 +7,10 @@ LIVE = "live"  # the switch that turns live refresh on and off
 
 # sweeps page
 RUNS_TABLE = "runs-table"
-COLOR_BY = "color-by"
 BIAS_VARIANCE_SCATTER = "bias-variance-scatter"
 PARALLEL = "parallel-coordinates"
 
 # run page
-SMOOTHING = "smoothing"
 CURVES = "curves"
 
 # layers page

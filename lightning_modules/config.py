@@ -25,7 +25,8 @@ class ConfigError(ValueError):
     """A user's configuration is invalid; the message names the field, the value and what is allowed."""
 
 
-def _range(**bounds: float) -> dict[str, Any]:
+def allowed_range(**bounds: float) -> dict[str, Any]:
+    """A field's metadata saying which numbers it allows (`ge`, `gt`, `le`, `lt`): `check_range` reads it."""
     return {"range": bounds}
 
 
@@ -53,26 +54,26 @@ def check_range(value: Any, bounds: dict[str, float] | None, dotted: str) -> Non
 class ModelConfig:
     arch: Arch = "mlp"
     # Hidden layers; 0 is logistic (binary) / softmax regression.
-    depth: int = field(default=2, metadata=_range(ge=0, le=64))
+    depth: int = field(default=2, metadata=allowed_range(ge=0, le=64))
     # One width for every hidden layer, or a list with one entry per hidden layer.
-    width: int | list[int] = field(default=100, metadata=_range(ge=1))
+    width: int | list[int] = field(default=100, metadata=allowed_range(ge=1))
     activation: Activation = "relu"
-    maxout_pieces: int = field(default=2, metadata=_range(ge=2, le=16))
-    leaky_slope: float = field(default=0.01, metadata=_range(ge=0.0, lt=1.0))
+    maxout_pieces: int = field(default=2, metadata=allowed_range(ge=2, le=16))
+    leaky_slope: float = field(default=0.01, metadata=allowed_range(ge=0.0, lt=1.0))
     init: Init = "he"
-    init_std: float = field(default=0.01, metadata=_range(gt=0.0))  # for init=normal
+    init_std: float = field(default=0.01, metadata=allowed_range(gt=0.0))  # for init=normal
     init_value: float = 0.0  # for init=constant
-    init_bound: float = field(default=0.05, metadata=_range(gt=0.0))  # for init=uniform: U(-bound, bound)
+    init_bound: float = field(default=0.05, metadata=allowed_range(gt=0.0))  # for init=uniform: U(-bound, bound)
     batch_norm: bool = False
     # Inverted dropout: probability of keeping a unit, one value or one per hidden layer (1 = off).
-    keep_prob: float | list[float] = field(default=1.0, metadata=_range(gt=0.0, le=1.0))
-    input_keep_prob: float = field(default=1.0, metadata=_range(gt=0.0, le=1.0))
+    keep_prob: float | list[float] = field(default=1.0, metadata=allowed_range(gt=0.0, le=1.0))
+    input_keep_prob: float = field(default=1.0, metadata=allowed_range(gt=0.0, le=1.0))
     # DropConnect: probability of keeping each weight of a hidden layer (1 = off).
-    dropconnect_keep_prob: float = field(default=1.0, metadata=_range(gt=0.0, le=1.0))
+    dropconnect_keep_prob: float = field(default=1.0, metadata=allowed_range(gt=0.0, le=1.0))
     # CNNs: one conv block per entry (configs/mnist1d_cnn.yaml: the MNIST-1D paper's three of 25 channels).
-    channels: list[int] = field(default_factory=lambda: [32, 32, 32], metadata=_range(ge=1))
-    kernel_size: int = field(default=5, metadata=_range(ge=1, le=15))
-    stride: int = field(default=2, metadata=_range(ge=1, le=4))
+    channels: list[int] = field(default_factory=lambda: [32, 32, 32], metadata=allowed_range(ge=1))
+    kernel_size: int = field(default=5, metadata=allowed_range(ge=1, le=15))
+    stride: int = field(default=2, metadata=allowed_range(ge=1, le=4))
 
     def widths(self) -> list[int]:
         """The width of each hidden layer."""
@@ -91,65 +92,65 @@ class DataConfig:
     path: str | None = None  # csv / parquet file
     target: str | None = None  # csv / parquet label column
     layout: Layout = "auto"  # digits: "image" (8x8, default) or "flat" (64)
-    seed: int = field(default=0, metadata=_range(ge=0, le=MAX_SEED))
-    n_samples: int = field(default=2000, metadata=_range(ge=20))  # moons, circles, teacher_student
-    n_features: int = field(default=20, metadata=_range(ge=1))  # teacher_student
-    n_classes: int = field(default=4, metadata=_range(ge=2))  # teacher_student
+    seed: int = field(default=0, metadata=allowed_range(ge=0, le=MAX_SEED))
+    n_samples: int = field(default=2000, metadata=allowed_range(ge=20))  # moons, circles, teacher_student
+    n_features: int = field(default=20, metadata=allowed_range(ge=1))  # teacher_student
+    n_classes: int = field(default=4, metadata=allowed_range(ge=2))  # teacher_student
     # moons / circles: std of the Gaussian noise; teacher_student: the label-noise rate (= Bayes error).
-    noise: float = field(default=0.1, metadata=_range(ge=0.0, lt=1.0))
-    dev_fraction: float = field(default=0.2, metadata=_range(gt=0.0, lt=1.0))
-    test_fraction: float = field(default=0.2, metadata=_range(gt=0.0, lt=1.0))  # sets without a fixed test split
-    train_fraction: float = field(default=1.0, metadata=_range(gt=0.0, le=1.0))  # for learning curves
-    batch_size: int = field(default=100, metadata=_range(ge=1))  # the MNIST-1D paper's
+    noise: float = field(default=0.1, metadata=allowed_range(ge=0.0, lt=1.0))
+    dev_fraction: float = field(default=0.2, metadata=allowed_range(gt=0.0, lt=1.0))
+    test_fraction: float = field(default=0.2, metadata=allowed_range(gt=0.0, lt=1.0))  # sets without a fixed test split
+    train_fraction: float = field(default=1.0, metadata=allowed_range(gt=0.0, le=1.0))  # for learning curves
+    batch_size: int = field(default=100, metadata=allowed_range(ge=1))  # the MNIST-1D paper's
     normalize: bool = True  # standardize with the training split's mean and std
     # Label-preserving augmentation: false, true (the data set's default ops) or a list of ops.
     augment: bool | list[str] = False
     # Human / Bayes error; null takes the data set's own estimate.
-    reference_error: float | None = field(default=None, metadata=_range(ge=0.0, le=1.0))
+    reference_error: float | None = field(default=None, metadata=allowed_range(ge=0.0, le=1.0))
 
 
 @dataclass
 class OptimConfig:
     # sgd, rmsprop, adam, adamw, or the name of any other torch.optim class (e.g. Adagrad).
     name: str = "adam"
-    lr: float = field(default=1e-2, metadata=_range(gt=0.0))  # the MNIST-1D paper's, for Adam
-    momentum: float = field(default=0.0, metadata=_range(ge=0.0, lt=1.0))  # sgd
+    lr: float = field(default=1e-2, metadata=allowed_range(gt=0.0))  # the MNIST-1D paper's, for Adam
+    momentum: float = field(default=0.0, metadata=allowed_range(ge=0.0, lt=1.0))  # sgd
     nesterov: bool = False  # sgd, needs momentum > 0
-    beta1: float = field(default=0.9, metadata=_range(ge=0.0, lt=1.0))  # adam, adamw
-    beta2: float = field(default=0.999, metadata=_range(ge=0.0, lt=1.0))  # adam, adamw; rmsprop's decay
-    eps: float = field(default=1e-8, metadata=_range(gt=0.0))
+    beta1: float = field(default=0.9, metadata=allowed_range(ge=0.0, lt=1.0))  # adam, adamw
+    beta2: float = field(default=0.999, metadata=allowed_range(ge=0.0, lt=1.0))  # adam, adamw; rmsprop's decay
+    eps: float = field(default=1e-8, metadata=allowed_range(gt=0.0))
     # Decoupled weight decay (AdamW): not the L2 term of the cost, which is reg.l2.
-    weight_decay: float = field(default=0.0, metadata=_range(ge=0.0))
+    weight_decay: float = field(default=0.0, metadata=allowed_range(ge=0.0))
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra arguments of the torch.optim class
     schedule: Schedule = "none"
-    step_size: int = field(default=10, metadata=_range(ge=1))  # step: epochs between decays
-    gamma: float = field(default=0.5, metadata=_range(gt=0.0, le=1.0))  # step, exponential
-    decay_rate: float = field(default=1.0, metadata=_range(ge=0.0))  # inverse_time: lr / (1 + decay_rate * epoch)
-    min_lr: float = field(default=0.0, metadata=_range(ge=0.0))  # cosine
+    step_size: int = field(default=10, metadata=allowed_range(ge=1))  # step: epochs between decays
+    gamma: float = field(default=0.5, metadata=allowed_range(gt=0.0, le=1.0))  # step, exponential
+    decay_rate: float = field(default=1.0, metadata=allowed_range(ge=0.0))  # inverse_time: lr / (1 + rate * epoch)
+    min_lr: float = field(default=0.0, metadata=allowed_range(ge=0.0))  # cosine
 
 
 @dataclass
 class RegConfig:
     # The cost J gains lambda/(2m) * sum ||W||_F^2 (l2) and lambda/(2m) * sum |W| (l1), weights only.
-    l2: float = field(default=0.0, metadata=_range(ge=0.0))
-    l1: float = field(default=0.0, metadata=_range(ge=0.0))
+    l2: float = field(default=0.0, metadata=allowed_range(ge=0.0))
+    l1: float = field(default=0.0, metadata=allowed_range(ge=0.0))
 
 
 @dataclass
 class TrainConfig:
-    max_epochs: int = field(default=150, metadata=_range(ge=1))  # a cap: early stopping ends most runs sooner
+    max_epochs: int = field(default=150, metadata=allowed_range(ge=1))  # a cap: early stopping ends most runs sooner
     early_stopping: bool = True
     # Epochs without a better dev error; MNIST-1D's dev error is noisy, and 10 stops too soon.
-    patience: int = field(default=20, metadata=_range(ge=1))
-    seed: int = field(default=0, metadata=_range(ge=0, le=MAX_SEED))
+    patience: int = field(default=20, metadata=allowed_range(ge=1))
+    seed: int = field(default=0, metadata=allowed_range(ge=0, le=MAX_SEED))
     accelerator: str = "auto"
     devices: int = 1  # one process on one device; data-parallel workers are not available yet
     precision: str = "32-true"
     # CPU threads for torch; null = every core but one, which is left to the MLflow sender process
     # (on 2 cores a second torch thread gains small networks nothing and fights the sender for the core).
-    threads: int | None = field(default=None, metadata=_range(ge=1))
+    threads: int | None = field(default=None, metadata=allowed_range(ge=1))
     # Cap on batches per epoch (0 = all): the smoke-test switch.
-    limit_batches: int = field(default=0, metadata=_range(ge=0))
+    limit_batches: int = field(default=0, metadata=allowed_range(ge=0))
 
 
 @dataclass
@@ -158,9 +159,9 @@ class DiagnosticsConfig:
 
     preset: DiagnosticsPreset = "default"
     kinds: list[DiagnosticsKind] | None = None
-    every: int | None = field(default=None, metadata=_range(ge=1))  # steps between snapshots
+    every: int | None = field(default=None, metadata=allowed_range(ge=1))  # steps between snapshots
     log_spaced: bool | None = None  # also snapshot at steps 1, 2, 4, 8, ... below `every`
-    bins: int | None = field(default=None, metadata=_range(ge=2, le=1024))
+    bins: int | None = field(default=None, metadata=allowed_range(ge=2, le=1024))
     # Layer names (as in named_modules) matched with shell-style patterns; empty include = every
     # parametrized leaf module.
     include: list[str] = field(default_factory=list)

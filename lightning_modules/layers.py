@@ -1,4 +1,4 @@
-"""Custom layers of the course: inverted dropout, DropConnect, Maxout; and the activation factory."""
+"""Custom layers of the course: inverted dropout, DropConnect, maxout (`ChannelMaxout`); and the activation factory."""
 
 from __future__ import annotations
 
@@ -129,23 +129,6 @@ class ChannelMaxout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"pieces={self.pieces}"
-
-
-class Maxout(nn.Module):
-    """A dense maxout layer: a_j = max_k (W_jk x + b_jk), k = 1..pieces.
-
-    `linear` has out_features * pieces outputs (so `initialize` reaches it), `act` takes the max.
-    """
-
-    def __init__(self, in_features: int, out_features: int, pieces: int) -> None:
-        super().__init__()
-        _check_positive_int(in_features, "in_features")
-        _check_positive_int(out_features, "out_features")
-        self.act = ChannelMaxout(pieces)
-        self.linear = nn.Linear(in_features, out_features * pieces)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.linear(x))  # (B, out_features * pieces) -> (B, out_features)
 
 
 def make_activation(name: str, leaky_slope: float = 0.01) -> nn.Module:

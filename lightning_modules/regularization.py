@@ -1,6 +1,6 @@
 """The regularization terms of the cost J, as pure functions of a network.
 
-The course's conventions (m = training-set size, weights W[l] only, never biases):
+The course's conventions (docs/conventions.md; m = training-set size, weights W[l] only, never biases):
 
     L2: lambda/(2m) * sum_l ||W[l]||_F^2   -> dJ/dW[l] gains (lambda/m) * W[l]  ("weight decay")
     L1: lambda/(2m) * sum_l sum |W[l]|     -> dJ/dW[l] gains lambda/(2m) * sign(W[l])
@@ -56,7 +56,7 @@ def l2_penalty(net: nn.Module, lam: float, m: int) -> Tensor:
 
 
 def l1_penalty(net: nn.Module, lam: float, m: int) -> Tensor:
-    """lam/(2m) * sum_l sum |W[l]| over the weights of `net`: the seeds' L1 convention (note the 2)."""
+    """lam/(2m) * sum_l sum |W[l]| over the weights of `net`: the course's L1 convention (note the 2)."""
     _check(lam, m)
     ws = weights(net)
     if not ws:

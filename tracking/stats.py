@@ -122,7 +122,7 @@ def symmetry(x: Tensor, unit_dim: int) -> Tensor:
     s = mean over the N columns of the std across the U units, t = std of all entries, and
     symmetry = clamp(1 - s / t, 0, 1); 1 when all entries are equal (t == 0, e.g. zero init).
     Zero or constant init makes every unit of a layer compute the same thing and receive the same
-    gradient, so gradient descent never tells them apart (SPEC.md): symmetry stays at 1. A layer of
+    gradient, so gradient descent never tells them apart (docs/conventions.md): symmetry stays at 1. A layer of
     one unit has symmetry 1. NaN entries give NaN, and so does an empty x.
     """
     if x.numel() == 0:
@@ -136,15 +136,6 @@ def symmetry(x: Tensor, unit_dim: int) -> Tensor:
     value = (1 - s / t).clamp(0.0, 1.0)
     constant = t == 0
     return torch.where(constant, 1.0, value).to(torch.float64)
-
-
-@torch.no_grad()
-def update_ratio(before: Tensor, after: Tensor) -> Tensor:
-    """||after - before|| / ||before||: the update-to-weight ratio of one step (~1e-3 is healthy).
-
-    inf when ||before|| == 0 and the update is not; 0 when both are 0.
-    """
-    return _update_norm_and_ratio(before, after)[1]
 
 
 @torch.no_grad()

@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import yaml
 
-from lightning_modules.config import ConfigError, RunConfig
+from lightning_modules.config import ConfigError, RunConfig, allowed_range
 from tracking.config import (
     INT64,
     as_float,
@@ -162,24 +162,20 @@ _SCALE_MAPS = {
 }
 
 
-def _range(**bounds: float) -> dict[str, Any]:
-    return {"range": bounds}
-
-
 @dataclass
 class Resources:
     """What one trial holds (Ray's resources_per_trial); with workers > 1, what each worker holds."""
 
-    cpus: float = field(default=1.0, metadata=_range(gt=0.0))
-    gpus: float = field(default=0.0, metadata=_range(ge=0.0))  # a fraction shares one GPU between trials
-    workers: int = field(default=1, metadata=_range(ge=1))  # > 1: data-parallel workers per trial
+    cpus: float = field(default=1.0, metadata=allowed_range(gt=0.0))
+    gpus: float = field(default=0.0, metadata=allowed_range(ge=0.0))  # a fraction shares one GPU between trials
+    workers: int = field(default=1, metadata=allowed_range(ge=1))  # > 1: data-parallel workers per trial
 
 
 @dataclass
 class SmokeConfig:
     """What `--smoke` changes: the same path in seconds (Ray Tune's examples' smoke-test switch)."""
 
-    num_samples: int | None = field(default=1, metadata=_range(ge=1))  # null keeps the sweep's
+    num_samples: int | None = field(default=1, metadata=allowed_range(ge=1))  # null keeps the sweep's
     base: dict[str, Any] = field(default_factory=lambda: {"train": {"max_epochs": 1, "limit_batches": 2}})
 
 
@@ -191,18 +187,18 @@ class SweepConfig:
     description: str = ""
     base: RunConfig = field(default_factory=RunConfig)
     space: dict[str, Distribution] = field(default_factory=dict)
-    search: Search = "random"  # SPEC: random rather than grid
+    search: Search = "random"  # random rather than grid (docs/conventions.md)
     scheduler: Scheduler = "fifo"
-    num_samples: int = field(default=8, metadata=_range(ge=1))
-    max_concurrent: int = field(default=2, metadata=_range(ge=1))  # 2 CPU cores: one trial each
+    num_samples: int = field(default=8, metadata=allowed_range(ge=1))
+    max_concurrent: int = field(default=2, metadata=allowed_range(ge=1))  # 2 CPU cores: one trial each
     resources: Resources = field(default_factory=Resources)
     metric: Metric = "dev/error"
     # ASHA: a trial may be stopped from epoch grace_period on, at rungs grace_period x rf^k epochs,
     # unless it is in the best 1/reduction_factor of the trials that reached the rung.
-    grace_period: int = field(default=1, metadata=_range(ge=1))
-    reduction_factor: float = field(default=3.0, metadata=_range(gt=1.0))
-    perturbation_interval: int = field(default=2, metadata=_range(ge=1))  # PBT: epochs between exploits
-    max_failures: int = field(default=2, metadata=_range(ge=0))  # retries of a trial whose process died
+    grace_period: int = field(default=1, metadata=allowed_range(ge=1))
+    reduction_factor: float = field(default=3.0, metadata=allowed_range(gt=1.0))
+    perturbation_interval: int = field(default=2, metadata=allowed_range(ge=1))  # PBT: epochs between exploits
+    max_failures: int = field(default=2, metadata=allowed_range(ge=0))  # retries of a trial whose process died
     smoke: SmokeConfig = field(default_factory=SmokeConfig)
 
     @property

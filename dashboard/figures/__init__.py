@@ -1,10 +1,11 @@
-"""Plotly figures from pandas frames: pure functions, no I/O (DESIGN.md's figures.py, one module per page area).
+"""Plotly figures from pandas frames: pure functions, no I/O, one module per page area.
 
 A figure whose input lacks what it needs says so in the figure (`empty`) instead of raising."""
 
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
@@ -15,6 +16,14 @@ def label(text: object) -> str:
     """Store text (run names, tags, layer names, setting values) made inert for Plotly, which reads a few HTML
     tags in labels and hover text (<a href>, <b>, <span style>)."""
     return html.escape(str(text), quote=False)
+
+
+def lacking(frame: object, columns: Sequence[str], subject: str) -> go.Figure | None:
+    """A figure saying "<subject> the column(s) a, b" when `frame` is not a frame holding every one of `columns`
+    (subject: "the points lack", "the history lacks"), else None: the figure can be drawn."""
+    present = set(getattr(frame, "columns", ()))
+    missing = [c for c in columns if c not in present]
+    return empty(f"{subject} the column(s) {', '.join(missing)}") if missing else None
 
 
 def empty(text: str) -> go.Figure:

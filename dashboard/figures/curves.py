@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.smoothing import ema
-from dashboard.figures import UIREVISION, empty
+from dashboard.figures import UIREVISION, empty, lacking
 
 # (panel title, metric quantity) in the order of the panels; each panel draws train and dev.
 PANELS = (("loss", "loss"), ("error", "error"))
@@ -37,9 +37,9 @@ def learning_curves(history: pd.DataFrame, beta: float = 0.6) -> go.Figure:
     dev/loss, train/error, dev/error; other keys are ignored. Non-finite values (a diverged run) are gaps.
     beta = 0 draws the raw curves only. Returns `empty(...)` naming what is missing instead of raising.
     """
-    missing = {"key", "step", "value"} - set(getattr(history, "columns", ()))
-    if missing:
-        return empty(f"the history lacks the column(s) {', '.join(sorted(missing))}")
+    problem = lacking(history, ("key", "step", "value"), "the history lacks")
+    if problem is not None:
+        return problem
     if not 0 <= beta < 1:
         return empty(f"smoothing beta = {beta!r}: expected a number in [0, 1)")
     rows = history[history["key"].isin(CURVE_KEYS)]

@@ -25,7 +25,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.health import depth_order
-from dashboard.figures import UIREVISION, empty, label
+from dashboard.figures import UIREVISION, empty, label, lacking
+from dashboard.figures.histograms import rebin
 
 GRID_BINS = 64  # the common grid of a heat map: as fine as the `default` preset's histograms
 HIST_COLUMNS = ("step", "kind", "layer", "edges", "counts")
@@ -40,38 +41,6 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 RIDGE_FILL = "rgb(198, 219, 239)"  # opaque: a lower (earlier) ridge hides the one behind it
 RIDGE_OVERLAP = 1.6  # a ridge's peak reaches this many rows up: ridges overlap a little, as ridgelines do
 LAYER_HEIGHT = 190  # pixels per layer row of a per-layer figure
-
-
-def rebin(edges: Sequence[float], counts: Sequence[float], grid: Sequence[float]) -> np.ndarray:
-    """The histogram (`edges`, `counts`) moved onto the bins with edges `grid`: each grid bin gets every source
-    bin's count in proportion to their overlap (values spread evenly within a source bin). Mass outside the grid
-    is dropped, so the total is conserved when the grid covers `edges`. ValueError for edges that are not
-    len(counts) + 1 increasing values, or a grid of fewer than 2 increasing edges."""
-    edges = np.asarray(edges, dtype=np.float64)
-    counts = np.asarray(counts, dtype=np.float64)
-    grid = np.asarray(grid, dtype=np.float64)
-    if edges.ndim != 1 or counts.ndim != 1 or len(edges) != len(counts) + 1 or len(counts) == 0:
-        raise ValueError(f"rebin: expected len(edges) == len(counts) + 1 >= 2, got {edges.shape} and {counts.shape}")
-    if np.any(np.diff(edges) < 0) or not np.all(np.isfinite(edges)):
-        raise ValueError("rebin: edges must be finite and increasing")
-    if grid.ndim != 1 or len(grid) < 2 or np.any(np.diff(grid) <= 0):
-        raise ValueError("rebin: the grid must have at least 2 strictly increasing edges")
-    cumulative = np.concatenate([[0.0], np.cumsum(counts)])
-    x = edges.copy()
-    for i in np.flatnonzero(np.diff(x) <= 0):  # a zero-width bin holds its mass at one point; interp needs x rising
-        x[i + 1] = np.nextafter(x[i], np.inf)
-    at_grid = np.interp(grid, x, cumulative, left=0.0, right=cumulative[-1])
-    return np.diff(at_grid)
-
-
-def _histogram_rows(rows: object) -> pd.DataFrame | str:
-    """The rows as a frame with the histogram columns, or a sentence saying what is missing."""
-    if not isinstance(rows, pd.DataFrame):
-        return "no histogram rows"
-    missing = set(HIST_COLUMNS) - set(rows.columns)
-    if missing:
-        return f"the histogram rows lack the column(s) {', '.join(sorted(missing))}"
-    return rows
 
 
 def _select(rows: pd.DataFrame, kind: str | None, layer: str | None) -> pd.DataFrame:
@@ -119,9 +88,9 @@ def _layer_panels(rows: pd.DataFrame, kind: str, layer: str | None, bins: int) -
         go.Figure, list[str], list[tuple[int, str, list[int], np.ndarray, np.ndarray]]]:
     """What the heat map and the ridgeline share: an `empty` figure naming what is missing, or a figure with one
     row of subplots per layer, the layers, and each layer's (row, name, steps, grid centres, re-binned counts)."""
-    rows = _histogram_rows(rows)
-    if isinstance(rows, str):
-        return empty(rows)
+    problem = lacking(rows, HIST_COLUMNS, "the histogram rows lack")
+    if problem is not None:
+        return problem
     rows = _select(rows, kind, layer)
     if rows.empty:
         return empty(f"no {kind} histograms" + (f" for layer {layer}" if layer else ""))
@@ -191,21 +160,12 @@ def _tick_indices(n: int, most: int = 12) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, min(n, most)).round().astype(int).tolist())) if n else []
 
 
-def _diagnostics(diag: object) -> pd.DataFrame | str:
-    if not isinstance(diag, pd.DataFrame):
-        return "no diagnostics frame"
-    missing = set(DIAG_COLUMNS) - set(diag.columns)
-    if missing:
-        return f"the diagnostics lack the column(s) {', '.join(sorted(missing))}"
-    return diag
-
-
 def percentile_bands(diag: pd.DataFrame, kind: str, layer: str | None = None) -> go.Figure:
     """The distribution of `kind` over steps: filled bands p01-p99, p05-p95, p25-p75, the p50 line and the mean
     (dotted), one panel per layer (every layer in depth order when `layer` is None)."""
-    diag = _diagnostics(diag)
-    if isinstance(diag, str):
-        return empty(diag)
+    problem = lacking(diag, DIAG_COLUMNS, "the diagnostics lack")
+    if problem is not None:
+        return problem
     rows = diag[(diag["kind"] == kind) & diag["stat"].isin(["p50", "mean", *[s for b in BANDS for s in b[:2]]])]
     if layer is not None:
         rows = rows[rows["layer"] == layer]
@@ -265,10 +225,10 @@ def depth_profile(frames_by_run: Mapping[str, pd.DataFrame], step: int,
         return empty("no runs to profile")
     frames: dict[str, pd.DataFrame] = {}
     for name, frame in frames_by_run.items():
-        checked = _diagnostics(frame)
-        if isinstance(checked, str):
-            return empty(f"{name}: {checked}")
-        frames[name] = checked
+        problem = lacking(frame, DIAG_COLUMNS, f"{name}: the diagnostics lack")
+        if problem is not None:
+            return problem
+        frames[name] = frame
     panels = list(panels)
     if not panels:
         return empty("no statistics chosen for the depth profile")
@@ -337,9 +297,9 @@ def small_multiples(rows: pd.DataFrame, step: int, kind: str | None = None, colu
     """The histogram of every layer at `step` (of `kind`, when given; else every kind the rows have), one small
     bar chart per layer in depth order: bars at the bin centres, as wide as the bins, each panel on its own
     value axis (tanh saturating at +-1 shows as two spikes at the ends)."""
-    rows = _histogram_rows(rows)
-    if isinstance(rows, str):
-        return empty(rows)
+    problem = lacking(rows, HIST_COLUMNS, "the histogram rows lack")
+    if problem is not None:
+        return problem
     rows = _select(rows, kind, None)
     at = rows[rows["step"] == step]
     if at.empty:

@@ -9,7 +9,7 @@ Pure functions over frames the pages build from `dashboard.cache.CachedReader`; 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,22 +18,21 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from analysis.curves import AUGMENT_SETTING, KEEP_PROB_SETTINGS, LAMBDA_SETTINGS
 from analysis.smoothing import ema
 from analysis.thresholds import DEFAULT, Thresholds
-from dashboard.figures import UIREVISION, empty, label
+from analysis.values import setting_text
+from dashboard.figures import UIREVISION, empty, label, lacking
+from dashboard.figures.histograms import pooled_histogram
+from tracking.layout import SMALL_WEIGHT
 
 # The regularization settings a run can vary, in the order the page offers them. Strength grows with lambda
 # (L2, L1, decoupled weight decay) and with augmentation, and falls with keep_prob (1 = no dropout).
-LAMBDA_SETTINGS = ("reg.l2", "reg.l1", "optim.weight_decay")
-KEEP_PROB_SETTINGS = ("model.keep_prob", "model.input_keep_prob", "model.dropconnect_keep_prob")
-AUGMENT_SETTING = "data.augment"
-REGULARIZATION_SETTINGS = (*LAMBDA_SETTINGS, *KEEP_PROB_SETTINGS, AUGMENT_SETTING)
 
 COLORS = qualitative.Plotly
 TRAIN_COLOR, DEV_COLOR, GAP_COLOR = "#1f77b4", "#ff7f0e", "#8250df"
 VERDICT_COLORS = {"great": "#1a7f37", "look closer": "#bf8700", "worry": "#cf222e"}
 DISTRIBUTION_BINS = 80  # the common grid the weight histograms of several runs (and layers) are pooled onto
-SMALL_WEIGHT = 1e-3  # |w| below this counts as near zero (docs/diagnostics.md, frac_small)
 LOSS_LOG_SPAN = 100.0  # losses spanning more than this factor get a log axis
 UPDATE_RATIO_RULE = 1e-3  # Karpathy's rule of thumb for ||dW|| / ||W|| per step
 # The course's reading of a gradient check's relative difference: ~1e-7 great, ~1e-5 look closer, >= 1e-3 worry.
@@ -99,10 +98,10 @@ def strength_axis(values: Iterable[float], setting: str) -> StrengthAxis:
             decades = range(math.floor(math.log10(positive.min())), math.ceil(math.log10(positive.max())) + 1)
             tickvals = sorted({zero_at, *(10.0**k for k in decades)})
         has_zero = bool((finite == 0).any())
-        ticktext = ["0" if has_zero and v == zero_at else _number(v) for v in tickvals]
+        ticktext = ["0" if has_zero and v == zero_at else setting_text(v) for v in tickvals]
         axis = {"title": {"text": f"lambda ({setting}), log scale"}, "type": "log", "tickmode": "array",
                 "tickvals": tickvals, "ticktext": ticktext}
-        note = (f"{setting} = 0 (no regularization) is drawn at {_number(zero_at)}, a decade below the smallest "
+        note = (f"{setting} = 0 (no regularization) is drawn at {setting_text(zero_at)}, a decade below the smallest "
                 f"{setting} tried, so that the log axis can show it.") if has_zero else None
         return StrengthAxis(drawn, axis, note)
     if setting in KEEP_PROB_SETTINGS:
@@ -115,16 +114,6 @@ def strength_axis(values: Iterable[float], setting: str) -> StrengthAxis:
                 "tickvals": [0, 1], "ticktext": ["off", "on"], "range": [-0.5, 1.5]}
         return StrengthAxis(x, axis)
     return StrengthAxis(x, {"title": {"text": setting}, "type": "linear"})
-
-
-def _number(value: float) -> str:
-    value = float(value)
-    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
-
-
-def _missing(frame: Any, columns: Sequence[str]) -> list[str]:
-    present = set(getattr(frame, "columns", ()))
-    return [c for c in columns if c not in present]
 
 
 def _numeric(series: pd.Series) -> np.ndarray:
@@ -155,9 +144,9 @@ def _mode(x: np.ndarray) -> str:
 def regularization_errors(points: pd.DataFrame, setting: str, reference_error: float | None = None) -> go.Figure:
     """Train and dev error against `setting`, weakest to strongest (a `RegularizationCurve.points` frame:
     value, train_error, dev_error, and optionally label for the hover); the reference error e* as a line."""
-    missing = _missing(points, ("value", "train_error", "dev_error"))
-    if missing:
-        return empty(f"the points lack the column(s) {', '.join(missing)}")
+    problem = lacking(points, ("value", "train_error", "dev_error"), "the points lack")
+    if problem is not None:
+        return problem
     if points.empty:
         return empty(f"no run with a finite {setting}, train error and dev error")
     fig, axis = _strength_figure(points, setting, "error")
@@ -174,9 +163,9 @@ def regularization_errors(points: pd.DataFrame, setting: str, reference_error: f
 
 def regularization_gap(points: pd.DataFrame, setting: str, thresholds: Thresholds = DEFAULT) -> go.Figure:
     """The variance (dev error - train error) against `setting`, with the high-variance threshold."""
-    missing = _missing(points, ("value", "train_error", "dev_error"))
-    if missing:
-        return empty(f"the points lack the column(s) {', '.join(missing)}")
+    problem = lacking(points, ("value", "train_error", "dev_error"), "the points lack")
+    if problem is not None:
+        return problem
     if points.empty:
         return empty(f"no run with a finite {setting}, train error and dev error")
     gap = _numeric(points["dev_error"]) - _numeric(points["train_error"])
@@ -192,9 +181,9 @@ def regularization_gap(points: pd.DataFrame, setting: str, thresholds: Threshold
 
 def regularization_weight_norm(points: pd.DataFrame, setting: str) -> go.Figure:
     """The weight norm sqrt(sum_l ||W[l]||_F^2) at the last snapshot against `setting`."""
-    missing = _missing(points, ("value", "weight_norm"))
-    if missing:
-        return empty(f"the points lack the column(s) {', '.join(missing)}")
+    problem = lacking(points, ("value", "weight_norm"), "the points lack")
+    if problem is not None:
+        return problem
     norms = _numeric(points["weight_norm"])
     if not np.isfinite(norms).any():
         return empty("no run recorded weight norms (diag/weight/<layer>/norm): diagnostics were off")
@@ -208,9 +197,9 @@ def regularization_weight_norm(points: pd.DataFrame, setting: str) -> go.Figure:
 def regularization_sparsity(points: pd.DataFrame, setting: str) -> go.Figure:
     """The fraction of near-zero weights (|w| < 1e-3, mean over layers) at the last snapshot against `setting`:
     L1 drives weights to exactly zero, L2 only shrinks them."""
-    missing = _missing(points, ("value", "frac_small"))
-    if missing:
-        return empty(f"the points lack the column(s) {', '.join(missing)}")
+    problem = lacking(points, ("value", "frac_small"), "the points lack")
+    if problem is not None:
+        return problem
     fractions = _numeric(points["frac_small"])
     if not np.isfinite(fractions).any():
         return empty("no run recorded the fraction of near-zero weights (diag/weight/<layer>/frac_small)")
@@ -221,29 +210,15 @@ def regularization_sparsity(points: pd.DataFrame, setting: str) -> go.Figure:
     return fig
 
 
-def pooled_histogram(rows: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
-    """The counts of several histograms (rows with edges, counts) re-binned onto the edges `grid` and summed,
-    each bin's count spread evenly over its width (so the total is kept where the grid covers the edges)."""
-    total = np.zeros(len(grid) - 1)
-    for edges, counts in zip(rows["edges"], rows["counts"], strict=True):
-        edges = np.asarray(edges, dtype=np.float64)
-        counts = np.asarray(counts, dtype=np.float64)
-        if edges.size != counts.size + 1 or counts.size == 0 or not np.all(np.diff(edges) > 0):
-            continue
-        cumulative = np.interp(grid, edges, np.concatenate([[0.0], np.cumsum(counts)]))
-        total += np.diff(cumulative)
-    return total
-
-
 def weight_distributions(rows: pd.DataFrame, labels: Mapping[str, str], bins: int = DISTRIBUTION_BINS) -> go.Figure:
     """The weight distribution of each run, overlaid: one trace per run in the order of `labels` (run_id ->
     name), its layers' histograms pooled onto one grid, as the fraction of the run's weights per bin.
 
     `rows` has columns run_id, edges, counts (and kind: only "weight" rows are drawn), one row per layer.
     """
-    missing = _missing(rows, ("run_id", "edges", "counts"))
-    if missing:
-        return empty(f"the histogram rows lack the column(s) {', '.join(missing)}")
+    problem = lacking(rows, ("run_id", "edges", "counts"), "the histogram rows lack")
+    if problem is not None:
+        return problem
     if "kind" in rows.columns:
         rows = rows[rows["kind"] == "weight"]
     rows = rows[rows["run_id"].isin(list(labels))]
@@ -306,9 +281,9 @@ def loss_curves(curves: pd.DataFrame, beta: float = 0.0) -> go.Figure:
     dev/loss), epoch, value; runs are drawn in the order they appear. The y axis is log when the losses span
     more than LOSS_LOG_SPAN (a diverging run next to converging ones), else linear.
     """
-    missing = _missing(curves, (*RUN_TRACE_COLUMNS, "key", "epoch", "value"))
-    if missing:
-        return empty(f"the loss curves lack the column(s) {', '.join(missing)}")
+    problem = lacking(curves, (*RUN_TRACE_COLUMNS, "key", "epoch", "value"), "the loss curves lack")
+    if problem is not None:
+        return problem
     if not 0 <= beta < 1:
         return empty(f"smoothing beta = {beta!r}: expected a number in [0, 1)")
     rows = curves[curves["key"].isin(("train/loss", "dev/loss"))]
@@ -342,9 +317,9 @@ def loss_curves(curves: pd.DataFrame, beta: float = 0.0) -> go.Figure:
 def lr_schedules(curves: pd.DataFrame) -> go.Figure:
     """The learning rate over steps of each run (metric `lr`), coloured by group; a log y axis when every rate
     is positive (schedules decay by factors)."""
-    missing = _missing(curves, (*RUN_TRACE_COLUMNS, "step", "value"))
-    if missing:
-        return empty(f"the learning-rate curves lack the column(s) {', '.join(missing)}")
+    problem = lacking(curves, (*RUN_TRACE_COLUMNS, "step", "value"), "the learning-rate curves lack")
+    if problem is not None:
+        return problem
     if curves.empty:
         return empty("no run has logged a learning rate (metric lr) yet")
     fig = go.Figure()
@@ -373,9 +348,9 @@ def update_ratios(ratios: pd.DataFrame, thresholds: Thresholds = DEFAULT) -> go.
 
     `ratios` has columns run_id, label, group, step, layer, value (diagnostics `update_ratio` of kind update).
     """
-    missing = _missing(ratios, (*RUN_TRACE_COLUMNS, "step", "layer", "value"))
-    if missing:
-        return empty(f"the update ratios lack the column(s) {', '.join(missing)}")
+    problem = lacking(ratios, (*RUN_TRACE_COLUMNS, "step", "layer", "value"), "the update ratios lack")
+    if problem is not None:
+        return problem
     medians = median_update_ratio(ratios)
     medians = medians[medians["value"] > 0]  # a zero update has no place on a log axis
     if medians.empty:
@@ -422,9 +397,9 @@ def gradcheck_bars(per_tensor: pd.DataFrame) -> go.Figure:
     `per_tensor` has columns name, relative_difference (None for a non-finite one) and verdict, as the rows of
     a check's per_tensor in gradcheck/report.json.
     """
-    missing = _missing(per_tensor, ("name", "relative_difference", "verdict"))
-    if missing:
-        return empty(f"the per-tensor rows lack the column(s) {', '.join(missing)}")
+    problem = lacking(per_tensor, ("name", "relative_difference", "verdict"), "the per-tensor rows lack")
+    if problem is not None:
+        return problem
     if per_tensor.empty:
         return empty("the check has no parameter tensors")
     heights = log10_relative_difference(per_tensor["relative_difference"])

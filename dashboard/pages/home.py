@@ -3,14 +3,15 @@ page, or how to make runs when the store has none."""
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 from dash import html
 
-from analysis.bias_variance import diagnose, pct
+from analysis.bias_variance import pct
+from analysis.report import row_verdict
+from analysis.values import finite_or_none
 from dashboard.cache import CachedReader
 from dashboard.components import message, run_link, section, verdict_badge
 
@@ -66,22 +67,12 @@ def lone_runs_table(runs: pd.DataFrame) -> html.Table:
         rows.append(html.Tr([
             html.Td(run_link(run["run_id"], run.get("run_name") or run["run_id"], "run")),
             html.Td(str(run.get("status"))),
-            html.Td(pct(_number(run.get("train_error")))),
-            html.Td(pct(_number(run.get("dev_error")))),
-            html.Td(verdict_badge(verdict(run))),
+            html.Td(pct(finite_or_none(run.get("train_error")))),
+            html.Td(pct(finite_or_none(run.get("dev_error")))),
+            html.Td(verdict_badge(row_verdict(run))),
             html.Td(html.Code(run["run_id"])),
         ]))
     return html.Table([html.Thead(header), html.Tbody(rows)], className="table")
-
-
-def verdict(run: dict[str, Any]) -> str | None:
-    """The bias/variance verdict of a `runs_frame` row, None without finite errors in [0, 1]."""
-    train, dev = _number(run.get("train_error")), _number(run.get("dev_error"))
-    reference = _number(run.get("reference_error"))
-    try:
-        return diagnose(train, dev, 0.0 if math.isnan(reference) else reference).verdict
-    except ValueError:  # NaN (no epoch finished, diverged) or an error outside [0, 1]
-        return None
 
 
 def started(start_time: Any) -> str:
@@ -91,6 +82,3 @@ def started(start_time: Any) -> str:
     except (TypeError, ValueError, OverflowError, OSError):
         return "unknown"
 
-
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan

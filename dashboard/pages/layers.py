@@ -26,6 +26,7 @@ import pandas as pd
 from dash import dcc, html
 
 from analysis.health import Flag, depth_order
+from analysis.report import flat_point
 from dashboard import ids
 from dashboard.cache import CachedReader
 from dashboard.components import control, message, run_link, section
@@ -39,7 +40,7 @@ from dashboard.figures.layers import (
     ridgeline,
     small_multiples,
 )
-from tracking.layout import POINT_TAG, parse_diag_key
+from tracking.layout import KINDS, PERCENTILE_NAMES, POINT_TAG, parse_diag_key
 from tracking.reader import DataError
 
 if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracking.reader and tracking.writer
@@ -48,9 +49,8 @@ if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracki
 PATH = "/layers/<run_id>"
 TITLE = "Layers"
 
-KINDS = ("weight", "bias", "grad", "preact", "act", "update")
 DEFAULT_KIND = "act"  # activations show the initialization lessons (collapse, saturation) most directly
-PERCENTILE_STATS = ("p01", "p05", "p25", "p50", "p75", "p95", "p99", "mean", "std")
+PERCENTILE_STATS = (*PERCENTILE_NAMES, "mean", "std")
 # One diagnostics read per run serves the bands and the depth profile (the reader caches it by this tuple).
 STATS = (*PERCENTILE_STATS, "norm", "frac_dead", "frac_saturated", "update_ratio")
 DEPTH_STATS = ("std", "norm", "mean", "frac_dead", "frac_saturated", "update_ratio")  # the `stat` control's choices
@@ -78,15 +78,6 @@ def recorded_stats(run: Run) -> set[tuple[str, str]]:
     return {(p[0], p[2]) for key in run.data.metrics if (p := parse_diag_key(key))}
 
 
-def _flat(point: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A trial's point ({"model": {"init": "he"}, "model.activation": "relu"}) as dotted keys."""
-    flat: dict[str, Any] = {}
-    for key, value in point.items():
-        name = f"{prefix}{key}"
-        flat.update(_flat(value, name + ".") if isinstance(value, dict) else {name: value})
-    return flat
-
-
 def run_label(run: Run) -> str:
     """The run's name and, for a sweep trial, its searched values: "init-a1c29_00009 (init=he, activation=relu)"."""
     name = str(run.info.run_name or run.info.run_id[:8])
@@ -96,7 +87,7 @@ def run_label(run: Run) -> str:
         point = {}
     if isinstance(point, dict) and point:
         values = [f"{key.split('.')[-1]}={value:g}" if isinstance(value, float) else f"{key.split('.')[-1]}={value}"
-                  for key, value in _flat(point).items()]
+                  for key, value in flat_point(point).items()]
         name += f" ({', '.join(values)})"
     return name
 

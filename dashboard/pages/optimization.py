@@ -15,10 +15,11 @@ import pandas as pd
 from dash import dcc, html
 
 from analysis.thresholds import DEFAULT
+from analysis.values import setting_text
 from dashboard.cache import CachedReader
 from dashboard.components import control, message, section
 from dashboard.figures.training import loss_curves, lr_schedules, update_ratios
-from dashboard.pages.regularization import compared_runs, format_value, graph, header, spread, varying_settings
+from dashboard.pages.regularization import compared_runs, graph, header, spread, varying_settings
 from tracking.reader import DataError
 
 PATH = "/optimization/<run_id>"
@@ -54,13 +55,13 @@ def run_labels(frame: pd.DataFrame, settings: list[str], color_by: str) -> pd.Da
     value of `color_by`, or its label for EACH_RUN), sorted by the color_by value, then by label."""
     rows = []
     for _, run in frame.iterrows():
-        named = [f"{s} = {format_value(run[s])}" for s in settings[:LABEL_SETTINGS]]
+        named = [f"{s} = {setting_text(run[s])}" for s in settings[:LABEL_SETTINGS]]
         if len(settings) > LABEL_SETTINGS:
             named.append("...")
         label = f"{', '.join(named)} ({run['run_name']})" if named else str(run["run_name"])
         value = run[color_by] if color_by in frame.columns else None
         group = label if color_by == EACH_RUN or color_by not in frame.columns else \
-            f"{color_by} = {format_value(value)}"
+            f"{color_by} = {setting_text(value)}"
         rows.append({"run_id": run["run_id"], "run_name": str(run["run_name"]), "label": label, "group": group,
                      "order": _sort_key(value)})
     rows.sort(key=lambda row: (row["order"], row["label"]))  # stable: equal runs keep the frame's order

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 from dash import dcc, html
 
-from analysis.curves import regularization_curve
+from analysis.curves import REGULARIZATION_SETTINGS, regularization_curve
+from analysis.values import NOT_SETTINGS, setting_text
 from dashboard.cache import CachedReader
 from dashboard.components import control, message, run_link, section
 from dashboard.figures.training import (
-    REGULARIZATION_SETTINGS,
     regularization_errors,
     regularization_gap,
     regularization_sparsity,
@@ -34,8 +34,6 @@ from tracking.reader import RUN_COLUMNS, is_sweep
 PATH = "/regularization/<run_id>"
 TITLE = "Regularization"
 
-# Columns that say how a run was recorded or run, not what was trained: they never make two runs differ.
-NOT_SETTINGS = ("experiment", "experiment_id", "diagnostics.", "train.threads", "train.accelerator", "train.devices")
 MAX_DISTRIBUTIONS = 8  # weight distributions overlaid at most; more lines than this cannot be told apart
 GRAPH_CONFIG = {"displaylogo": False}
 
@@ -91,18 +89,6 @@ def _is_setting(column: str) -> bool:
     if column in RUN_COLUMNS or column in NOT_SETTINGS:
         return False
     return not any(column.startswith(prefix) for prefix in NOT_SETTINGS if prefix.endswith("."))
-
-
-def format_value(value: Any) -> str:
-    """A setting's value as a reader writes it: 30.0 -> '30', 0.001 -> '0.001', lists and text as they are."""
-    if isinstance(value, bool) or value is None:
-        return str(value).lower() if isinstance(value, bool) else "none"
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        value = float(value)
-        if math.isnan(value):
-            return "unset"
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
-    return str(value)
 
 
 def header(reader: CachedReader, run_id: str, title: str) -> html.Div:
@@ -164,7 +150,7 @@ def content(reader: CachedReader, args: dict, values: dict) -> Any:
 
     by_id = frame.set_index("run_id")
     curve_points = curve.points.copy()
-    curve_points["label"] = [f"{setting} = {format_value(by_id.at[rid, setting])} ({by_id.at[rid, 'run_name']})"
+    curve_points["label"] = [f"{setting} = {setting_text(by_id.at[rid, setting])} ({by_id.at[rid, 'run_name']})"
                              for rid in curve_points["run_id"]]
     curve_points["frac_small"] = curve_points["run_id"].map(by_id["frac_small"])
     reference = pd.to_numeric(frame["reference_error"], errors="coerce").dropna()

@@ -15,10 +15,10 @@ from dash import dash_table, dcc, html
 from dash.dash_table import FormatTemplate
 from dash.dash_table.Format import Format, Scheme, Trim
 
-from analysis.bias_variance import diagnose
 from analysis.gather import REFINE_TOP, gather_sweep_report
-from analysis.report import reading
+from analysis.report import reading, row_verdict, searched_settings
 from analysis.thresholds import DEFAULT
+from analysis.values import finite_or_none
 from dashboard import ids
 from dashboard.cache import CachedReader
 from dashboard.components import VERDICT_LABELS, control, message, mlflow_link, run_link, section, verdict_badge
@@ -38,7 +38,7 @@ ERROR_COLUMNS = ("train error", "dev error", "avoidable bias", "variance")
 def controls(reader: CachedReader, run_id: str, **_: str) -> Any:
     """The sweep's name and links, and the setting that colours the bias/variance plot ("color_by")."""
     parent = _parent(reader, run_id)
-    settings = searched(reader.trials_frame(run_id))
+    settings = searched_settings(reader.trials_frame(run_id))
     return html.Div([
         html.H1(f"Sweep {parent.info.run_name or run_id}"),
         html.P([f"status {parent.info.status}, run id ", html.Code(run_id), " · ",
@@ -79,7 +79,7 @@ def content(reader: CachedReader, args: dict[str, str], values: dict[str, Any]) 
     except Exception as err:
         notices.append(message(f"the sweep report could not be computed ({type(err).__name__}: {err}); "
                                "importance, flags and the refined space are missing", "warning"))
-    settings = searched(trials)
+    settings = searched_settings(trials)
     flags = {t["run_id"]: sorted({f["name"] for f in t["flags"]}) for t in (report or {}).get("trials", [])}
     best_id = (report or {}).get("best_run_id")
     color_by = values.get("color_by")
@@ -112,23 +112,6 @@ def _parent(reader: CachedReader, run_id: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------------
-
-def searched(trials: pd.DataFrame) -> list[str]:
-    """The settings the sweep searched, as the trials record them: the keys of their points (section bundles
-    flattened, {"model": {"init": "he"}} -> model.init) that are columns of `trials`, in order of appearance."""
-    keys: dict[str, None] = {}
-    for point in trials["point"] if "point" in trials else ():
-        if isinstance(point, Mapping):
-            keys |= dict.fromkeys(_flat(point))
-    return [key for key in keys if key in trials.columns]
-
-
-def _flat(point: Mapping[str, Any], prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    for key, value in point.items():
-        keys += _flat(value, f"{prefix}{key}.") if isinstance(value, Mapping) else [f"{prefix}{key}"]
-    return keys
-
 
 def summary(trials: pd.DataFrame, report: Mapping[str, Any] | None) -> Any:
     """How many trials in which state, and the best trial's bias/variance reading."""
@@ -170,14 +153,9 @@ def runs_table(trials: pd.DataFrame, settings: list[str], flags: Mapping[str, li
     data, tooltips = [], []
     for row in trials.to_dict("records"):
         run_id = row["run_id"]
-        train, dev = _finite(row.get("train_error")), _finite(row.get("dev_error"))
-        reference = _finite(row.get("reference_error")) or 0.0
-        verdict = None
-        if train is not None and dev is not None:
-            try:
-                verdict = diagnose(train, dev, reference).verdict
-            except ValueError:
-                verdict = None
+        train, dev = finite_or_none(row.get("train_error")), finite_or_none(row.get("dev_error"))
+        reference = finite_or_none(row.get("reference_error")) or 0.0
+        verdict = row_verdict(row)
         stopped = row.get("stopped_early")
         data.append({
             "trial": f"[{markdown_text(row.get('run_name') or run_id)}](/run/{run_id})",
@@ -230,10 +208,6 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (list, dict)):
         return json.dumps(value, default=str)
     return str(value)
-
-
-def _finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def importance(report: Mapping[str, Any] | None) -> list[Any]:

@@ -1,4 +1,4 @@
-"""Bias/variance verdicts against SPEC.md's table, and the basic recipe's order."""
+"""Bias/variance verdicts against the course's table (docs/conventions.md), and the basic recipe's order."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_the_recipe_treats_bias_first_and_says_other_architecture_once() -> None
 
 
 def test_thresholds_are_settings_and_focus_names_the_larger_problem() -> None:
-    # 8% / 10% against 1%: 7 points of bias, 2 of variance (the seeds' "focus on bias" example)
+    # 8% / 10% against 1%: 7 points of bias, 2 of variance (the course's "focus on bias" example)
     d = diagnose(0.08, 0.10, 0.01)
     assert (d.verdict, d.focus) == ("high_bias", "high_bias")
     # against 7.5%: 0.5 points of bias, 2 of variance; neither is high, variance is the larger

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dashboard.figures.histograms import rebin
 from dashboard.figures.layers import (
     depth_profile,
     histogram_heatmap,
     layer_grid,
     percentile_bands,
-    rebin,
     ridgeline,
     small_multiples,
 )

@@ -12,6 +12,7 @@ import pytest
 from analysis.curves import regularization_curve
 from analysis.smoothing import ema
 from analysis.thresholds import DEFAULT
+from dashboard.figures.histograms import pooled_histogram
 from dashboard.figures.training import (
     LOG10_OF_ZERO,
     gradcheck_bars,
@@ -19,7 +20,6 @@ from dashboard.figures.training import (
     loss_curves,
     lr_schedules,
     median_update_ratio,
-    pooled_histogram,
     regularization_errors,
     regularization_gap,
     regularization_sparsity,

@@ -28,14 +28,18 @@ from lightning_modules.config import RunConfig
 from tracking.config import config_to_dict, flatten
 from tracking.histograms import _write_part
 from tracking.layout import (
+    BEST_RUN_TAG,
+    DATASET_TAG,
     DIVERGED_TAG,
     ERROR_TAG,
     GRADCHECK_REPORT,
+    KIND_SWEEP,
     KIND_TAG,
     PARENT_RUN_TAG,
     POINT_TAG,
     SEARCH_SPACE_FILE,
     STOPPED_TAG,
+    STUDY_TAG,
     SWEEP_TAG,
     TRIAL_TAG,
 )
@@ -55,8 +59,8 @@ def store(tmp_path_factory) -> dict[str, Any]:
     experiment = client.create_experiment(HOSTILE, artifact_location=str(folder / "artifacts"))
     sweep = sweep_from_dict({"name": "markup", "base": {"train": {"max_epochs": 3}},
                              "space": {"optim.name": {"choice": [HOSTILE, "adam"]}, "reg.l2": {"grid": [0.0, 0.1]}}})
-    parent = client.create_run(experiment, run_name=HOSTILE, tags={KIND_TAG: "sweep",
-                                                                   "fitlens.study": HOSTILE}).info.run_id
+    parent = client.create_run(experiment, run_name=HOSTILE, tags={KIND_TAG: KIND_SWEEP,
+                                                                   STUDY_TAG: HOSTILE}).info.run_id
     client.log_param(parent, "metric", "dev/error")
     client.log_text(parent, dump_sweep(sweep), SEARCH_SPACE_FILE)
 
@@ -84,10 +88,10 @@ def store(tmp_path_factory) -> dict[str, Any]:
         client.set_terminated(run_id, "FINISHED")
         return run_id
 
-    hostile_tags = {STOPPED_TAG: HOSTILE, DIVERGED_TAG: HOSTILE, ERROR_TAG: HOSTILE, "fitlens.dataset": HOSTILE}
+    hostile_tags = {STOPPED_TAG: HOSTILE, DIVERGED_TAG: HOSTILE, ERROR_TAG: HOSTILE, DATASET_TAG: HOSTILE}
     trials = [trial(f"_{i:05d}", {"optim.name": name, "reg.l2": l2}, dev, hostile_tags, parent)
               for i, (name, l2, dev) in enumerate([(HOSTILE, 0.0, 0.3), ("adam", 0.1, 0.2), (HOSTILE, 0.1, 0.25)])]
-    client.set_tag(parent, "fitlens.best_run_id", trials[1])
+    client.set_tag(parent, BEST_RUN_TAG, trials[1])
     client.set_terminated(parent, "FINISHED")
     lone = trial("lone", {"optim.name": HOSTILE, "reg.l2": 0.0}, 0.1, hostile_tags, None)
     report = {"relative_difference": 2e-9, "verdict": HOSTILE, "worst_tensor": HOSTILE, "worst_step": HOSTILE,

@@ -62,7 +62,7 @@ def test_home_lists_lone_runs_with_links_and_verdicts(store) -> None:
     for run_id in runs.values():
         assert f"/run/{run_id}" in found["hrefs"]
     assert "Runs outside sweeps (4)" in found["text"] and MARKUP in found["text"]  # the name, as plain text
-    assert "high variance" in found["text"]  # 1% / 11%: the seeds' high-variance case
+    assert "high variance" in found["text"]  # 1% / 11%: the course's high-variance case
     assert "1.0%" in found["text"] and "11.0%" in found["text"]
     assert collect(home.controls(reader))["text"] == [home.TITLE]
 

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_modules.config import OptimConfig, RegConfig
 from lightning_modules.module import CheckpointError, FitModule, evaluate, load_checkpoint
 from tracking.config import load_config
+from tracking.layout import ERROR_TAG
 from tracking.recording import recorded_run
 from tracking.train import fit, prepare
 
@@ -203,4 +204,4 @@ def test_fit_resumes_from_a_genuine_checkpoint_and_refuses_a_hostile_one(tmp_pat
     client = MlflowClient(uri)
     (failed,) = client.search_runs([client.get_experiment_by_name("ckpt").experiment_id],
                                    filter_string="attributes.status = 'FAILED'")
-    assert failed.data.tags["fitlens.error"].startswith("CheckpointError: checkpoint ")
+    assert failed.data.tags[ERROR_TAG].startswith("CheckpointError: checkpoint ")

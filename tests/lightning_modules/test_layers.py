@@ -17,7 +17,6 @@ from lightning_modules.layers import (
     DropConnectConv2d,
     DropConnectLinear,
     InvertedDropout,
-    Maxout,
     make_activation,
 )
 
@@ -114,10 +113,12 @@ def test_dropconnect_conv_expectation_and_eval(spatial_dims: int) -> None:
 
 
 def test_maxout_matches_hand_computation() -> None:
-    layer = Maxout(2, 2, pieces=2)
+    """A maxout unit as the models build it: a linear map with `pieces` times the units, then ChannelMaxout."""
+    linear = nn.Linear(2, 4)
+    layer = nn.Sequential(linear, ChannelMaxout(2))
     with torch.no_grad():
-        layer.linear.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, -1.0]]))
-        layer.linear.bias.copy_(torch.tensor([0.0, 0.0, 0.5, 0.0]))
+        linear.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, -1.0]]))
+        linear.bias.copy_(torch.tensor([0.0, 0.0, 0.5, 0.0]))
     x = torch.tensor([[2.0, -3.0], [-1.0, 4.0]])
     # Row 1: z = [2, -3, -0.5, 1] -> [max(2, -3), max(-0.5, 1)] = [2, 1]
     # Row 2: z = [-1, 4, 3.5, -3] -> [4, 3.5]
@@ -143,7 +144,7 @@ def test_channel_maxout_rejects_channels_not_divisible_by_pieces() -> None:
 @pytest.mark.parametrize("pieces", [1, 0, 2.5])
 def test_maxout_rejects_bad_pieces(pieces: int) -> None:
     with pytest.raises(ValueError, match="pieces = "):
-        Maxout(3, 2, pieces)
+        ChannelMaxout(pieces)
 
 
 # --- activations --------------------------------------------------------------------------

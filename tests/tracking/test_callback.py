@@ -1,4 +1,4 @@
-"""The diagnostics callback on real fits: the initialization lessons of SPEC.md in the step-0
+"""The diagnostics callback on real fits: the initialization lessons (docs/conventions.md) in the step-0
 statistics, histograms equal to numpy's, one snapshot per scheduled step, and SIGTERM."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tracking.diagnostics import SnapshotSchedule
 from tracking.layout import DIAGNOSTICS_DIR, SCHEMA_FILE, diag_key
 from tracking.train import prepare, train
 
-DEEP = 6  # the SPEC's 6-layer network
+DEEP = 6  # the course's 6-layer network
 LAYERS = [f"hidden.{i}.linear" for i in range(DEEP)]
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from lightning_modules.config import ConfigError, DiagnosticsConfig, ModelConfig
 from lightning_modules.models import build_model
-from tracking.diagnostics import KINDS, PRESETS, SnapshotSchedule, activation_modules, resolve, select_layers
+from tracking.diagnostics import PRESETS, SnapshotSchedule, activation_modules, resolve, select_layers
+from tracking.layout import KINDS
 
 
 def test_schedule_step_zero_log_spaced_then_every() -> None:

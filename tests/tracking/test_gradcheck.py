@@ -32,6 +32,7 @@ from tracking.gradcheck import (
     training_cost,
 )
 from tracking.gradcheck_verdict import GREAT_BELOW, WORRY_AT, gradcheck_verdict
+from tracking.layout import ERROR_TAG, KIND_GRADCHECK, KIND_TAG
 
 FITLENS = str(Path(sys.executable).parent / "fitlens")
 
@@ -250,7 +251,7 @@ def test_cli_json_report_equals_the_artifact(tmp_path) -> None:
     run = client.get_run(report["run_id"])
     assert run.info.status == "FINISHED"
     assert run.info.experiment_id == report["experiment_id"]
-    assert run.data.tags["fitlens.kind"] == "gradcheck"
+    assert run.data.tags[KIND_TAG] == KIND_GRADCHECK
     assert run.data.params["model.width"] == "8" and run.data.params["reg.l2"] == "0.1"
     history = client.get_metric_history(report["run_id"], "gradcheck/relative_difference")
     assert {m.step: m.value for m in history} == {c["step"]: c["relative_difference"] for c in report["checks"]}
@@ -281,8 +282,8 @@ def test_failure_during_a_check_marks_the_run_failed(tmp_path, monkeypatch) -> N
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("broken").experiment_id])
     assert run.info.status == "FAILED"
-    assert run.data.tags["fitlens.error"] == "RuntimeError: planted failure"
-    assert run.data.tags["fitlens.kind"] == "gradcheck"
+    assert run.data.tags[ERROR_TAG] == "RuntimeError: planted failure"
+    assert run.data.tags[KIND_TAG] == KIND_GRADCHECK
 
 
 def test_run_gradcheck_refuses_a_user_module_in_process() -> None:

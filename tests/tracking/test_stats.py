@@ -9,13 +9,9 @@ import pytest
 import torch
 
 from tracking import stats
+from tracking.layout import DISTRIBUTION_NAMES, PERCENTILE_NAMES, PERCENTILES, SMALL_WEIGHT, STAT_NAMES
 from tracking.stats import (
-    DISTRIBUTION_NAMES,
-    PERCENTILE_NAMES,
-    PERCENTILES,
     SATURATION,
-    SMALL_WEIGHT,
-    STAT_NAMES,
     distribution_stats,
     frac_dead,
     frac_saturated,
@@ -23,7 +19,6 @@ from tracking.stats import (
     histogram,
     kind_stats,
     symmetry,
-    update_ratio,
 )
 
 # Twins: numpy, float64, loops where a loop is the obvious way.
@@ -246,7 +241,12 @@ def test_symmetry_matches_twin(shape: tuple[int, ...], unit_dim: int) -> None:
     assert symmetry(x.float(), unit_dim).item() == pytest.approx(want, rel=1e-5)
 
 
-# update_ratio
+# update_ratio: ||after - before|| / ||before|| of one step (~1e-3 is healthy); inf when ||before|| == 0 and the
+# update is not, 0 when both are 0
+
+
+def update_ratio(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    return kind_stats("update", after, before=before)["update_ratio"]
 
 
 def test_update_ratio_by_hand() -> None:

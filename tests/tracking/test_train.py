@@ -17,6 +17,7 @@ from lightning_modules.config import ConfigError
 from lightning_modules.models import build_model
 from lightning_modules.module import evaluate
 from tracking.config import load_config
+from tracking.layout import ARCH_TAG
 from tracking.train import prepare, train
 
 FITLENS = str(Path(sys.executable).parent / "fitlens")
@@ -117,7 +118,7 @@ def test_user_module_and_datamodule_by_import_path(tmp_path) -> None:
     assert summary["dev/error"] < 0.05  # the blobs are 4 standard deviations apart
     run = MlflowClient(summary["tracking_uri"]).get_run(summary["run_id"])
     assert run.data.params["module"] == "tests.tracking.user_objects:LinearModule"
-    assert run.data.tags["fitlens.arch"] == "tests.tracking.user_objects:LinearModule"
+    assert run.data.tags[ARCH_TAG] == "tests.tracking.user_objects:LinearModule"
     # The diagnostics watch a user's module too: its one parametrized leaf, "layer".
     assert run.data.metrics["diag/weight/layer/norm"] > 0
     assert {"diag/grad/layer/norm", "diag/preact/layer/std", "diag/update/layer/update_ratio"} <= set(run.data.metrics)

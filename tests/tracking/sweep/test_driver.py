@@ -20,6 +20,7 @@ from tests.commands import FITLENS, env, fitlens
 from tracking.layout import (
     BEST_RUN_TAG,
     DIVERGED_TAG,
+    ERROR_TAG,
     PARENT_RUN_TAG,
     POINT_TAG,
     REFINED_FROM_TAG,
@@ -318,7 +319,7 @@ def test_a_failing_trial_is_failed_with_its_error_and_the_sweep_goes_on(tmp_path
     client = store(tmp_path)
     runs = {json.loads(r.data.tags[POINT_TAG])["data"]["name"]: r for r in children(client, summary["parent_run_id"])}
     assert runs["csv"].info.status == "FAILED"
-    assert "data.target = 'label'" in runs["csv"].data.tags["fitlens.error"]  # the run config's own message
+    assert "data.target = 'label'" in runs["csv"].data.tags[ERROR_TAG]  # the run config's own message
     assert runs["moons"].info.status == "FINISHED" and summary["best_run_id"] == runs["moons"].info.run_id
     failed = next(t for t in summary["trials"] if t["run_id"] == runs["csv"].info.run_id)
     assert failed["status"] == "FAILED" and "data.target" in failed["error"]
