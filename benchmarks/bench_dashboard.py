@@ -11,7 +11,7 @@ and has 10 histogram parts (Parquet, 32 bins) under diagnostics/. Values are syn
 
 Two pages are measured: the sweep page (/sweep/<parent>) and the layers page (/layers/<best trial>).
 
-1. Server side, in this process: COLD is a fresh `dashboard.app.create_app(uri)` (a fresh `Reader`, nothing
+1. Server side, in this process: COLD is a fresh `dashboard.app.create_app(uri)` (a fresh `CachedReader`, nothing
    cached) rendering the page as its first paint does: `render_page` (what the route callback answers: the
    controls, the content with their values, and its digest); WARM is the same app's content callback again,
    `redraw` with the content sent (the cached path: what a control change costs; a live refresh that finds
@@ -63,6 +63,7 @@ import pyarrow.parquet as pq
 from mlflow.entities import Metric, Param, RunTag
 from plotly.io.json import to_json_plotly
 
+from analysis.gather import keep_sweep
 from dashboard.app import create_app, redraw, render_page
 from tracking.config import config_to_dict, flatten
 from tracking.histograms import ARROW_SCHEMA, schema_document
@@ -84,10 +85,11 @@ from tracking.layout import (
     diag_key,
     histogram_part,
 )
+from tracking.reader import search_trial_runs
 from tracking.store import client_for, quiet_libraries
-from tracking.sweep_config import dump_sweep, sample_configs, sweep_from_dict
-from tracking.sweep_store import write_trials
-from tracking.writer import experiment_id
+from tracking.sweep.space import tune_points
+from tracking.sweep_config import dump_sweep, sweep_from_dict
+from tracking.writer import experiment_id, write_trials
 
 FITLENS = str(Path(sys.executable).parent / "fitlens")
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -274,7 +276,7 @@ def seed_store(folder: Path, runs: int, steps: int, full_stats: bool) -> Store:
     diag_steps = snapshot_steps(steps)
     best = (math.inf, "", {})
     points_total = 0
-    for i, point in enumerate(sample_configs(sweep, runs, seed=0)):
+    for i, point in enumerate(tune_points(sweep, runs, seed=0)):
         trial_id = f"{i:05d}"
         start_ms = t0 + (i + 1) * 60_000
         tags = {SWEEP_TAG: parent, PARENT_RUN_TAG: parent, TRIAL_TAG: trial_id, POINT_TAG: json.dumps(point),
@@ -304,7 +306,9 @@ def seed_store(folder: Path, runs: int, steps: int, full_stats: bool) -> Store:
     client.log_batch(parent, metrics=[Metric(f"best/{sweep.metric}", best[0], t0, 0)],
                      tags=[RunTag(BEST_RUN_TAG, best_id)])
     client.set_terminated(parent, "FINISHED", end_time=t0 + (runs + 1) * 60_000)
-    write_trials(client, parent)  # as `fitlens sweep` does when a sweep finishes
+    finished = client.get_run(parent)
+    write_trials(client, finished, search_trial_runs(client, finished))  # as `fitlens sweep` does as it finishes
+    keep_sweep(uri, parent)
     return Store(uri, parent, best_id, runs, diag_steps, full_stats, points_total, time.perf_counter() - start)
 
 
@@ -566,7 +570,7 @@ def main() -> None:
               f"{_cell(row['cold_paint_s'])} | {_cell(row['warm_paint_s'])} | {_cell(row['cold_drawn_s'])} | "
               f"{_cell(row['warm_drawn_s'])} | {_met(cold, TARGET_COLD_S)} | "
               f"{_met(row['warm_server_s'], TARGET_WARM_S)} |")
-    print("\ncold server: a fresh Reader's render_page (+ JSON); warm server: the content callback "
+    print("\ncold server: a fresh CachedReader's render_page (+ JSON); warm server: the content callback "
           "again on the same app, its content sent (a control change). First paint: headless Chromium (1400x1000) "
           "from driver.get until the window shows the page's content complete (its text and table, nothing "
           "loading, every figure in the window drawn); all drawn: until every figure of the page is drawn, "

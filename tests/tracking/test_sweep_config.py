@@ -1,24 +1,21 @@
-"""Sweep files: distributions (sampled against their intended scale), narrowing, validation messages, studies."""
+"""Sweep files: narrowing, trial configs, validation messages, the packaged studies (their trials drawn as Ray Tune
+draws them) and the commands that read them."""
 
 from __future__ import annotations
 
-import json
 import math
-from collections import Counter
 
-import numpy as np
 import pytest
 import yaml
 
-from fitlens.cli import main
 from lightning_modules.config import ConfigError
+from tracking.sweep.space import tune_points
 from tracking.sweep_config import (
     Distribution,
     apply,
     dump_sweep,
     list_studies,
     load_sweep,
-    sample_configs,
     sweep_from_dict,
     with_smoke,
 )
@@ -32,65 +29,8 @@ def _sweep(**changes):
     return sweep_from_dict(raw)
 
 
-def _deciles(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    return np.histogram(values, bins=10, range=(low, high))[0]
-
-
 # ----------------------------------------------------------------------------------------------
-# sampling
-
-
-def test_loguniform_is_uniform_in_log10() -> None:
-    rng = np.random.default_rng(0)
-    dist = Distribution("loguniform", (1e-4, 1e-1))
-    samples = np.array([dist.sample(rng) for _ in range(10_000)])
-    assert samples.min() >= 1e-4 and samples.max() <= 1e-1
-    # 1000 expected per tenth of the three decades; binomial std ~30, so 150 is a 5-sigma band.
-    counts = _deciles(np.log10(samples), -4, -1)
-    assert np.all(np.abs(counts - 1000) < 150), counts
-    # A uniform draw in lr would put ~90% of the samples in the top decade; here a third.
-    assert abs(np.mean(samples > 1e-2) - 1 / 3) < 0.02
-
-
-def test_loguniform_one_minus_is_uniform_in_log_of_one_minus_beta() -> None:
-    rng = np.random.default_rng(1)
-    dist = Distribution("loguniform_one_minus", (0.8, 0.999))
-    beta = np.array([dist.sample(rng) for _ in range(10_000)])
-    assert beta.min() >= 0.8 and beta.max() <= 0.999
-    counts = _deciles(np.log(1 - beta), math.log(0.001), math.log(0.2))
-    assert np.all(np.abs(counts - 1000) < 150), counts
-    # beta in [0.99, 0.999] (1 - beta in [0.001, 0.01]) holds log(10)/log(200) = 43% of the draws,
-    # though it is only 4.5% of the interval [0.8, 0.999].
-    assert abs(np.mean(beta >= 0.99) - math.log(10) / math.log(200)) < 0.02
-
-
-def test_uniform_and_randint_bounds() -> None:
-    rng = np.random.default_rng(2)
-    uniform = np.array([Distribution("uniform", (0.5, 1.0)).sample(rng) for _ in range(10_000)])
-    assert uniform.min() >= 0.5 and uniform.max() <= 1.0
-    assert np.all(np.abs(_deciles(uniform, 0.5, 1.0) - 1000) < 150)
-    ints = [Distribution("randint", (1, 3)).sample(rng) for _ in range(600)]
-    assert set(ints) == {1, 2, 3}  # both bounds included
-    assert all(type(i) is int for i in ints)
-
-
-def test_choice_draws_every_value() -> None:
-    rng = np.random.default_rng(3)
-    counts = Counter(Distribution("choice", ("relu", "tanh")).sample(rng) for _ in range(2000))
-    assert set(counts) == {"relu", "tanh"} and abs(counts["relu"] - 1000) < 150
-
-
-def test_grid_keys_are_crossed_and_random_keys_drawn_per_point() -> None:
-    sweep = _sweep(space={"optim.lr": {"loguniform": [1e-4, 1e-1]}, "model.activation": {"grid": ["relu", "tanh"]},
-                          "model.init": {"grid": ["zeros", "xavier", "he"]}}, num_samples=4)
-    assert (sweep.grid_size, sweep.num_trials) == (6, 24)
-    points = sample_configs(sweep, 4, seed=0)
-    assert len(points) == 24
-    combos = Counter((p["model.activation"], p["model.init"]) for p in points)
-    assert len(combos) == 6 and set(combos.values()) == {4}
-    assert len({p["optim.lr"] for p in points}) == 24  # a fresh draw for every trial
-    assert sample_configs(sweep, 4, seed=0) == points  # seeded
-    assert sample_configs(sweep, 4, seed=1) != points
+# trial configs
 
 
 def test_apply_sets_keys_and_merges_section_bundles() -> None:
@@ -216,7 +156,7 @@ def test_smoke_changes_samples_and_base() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# packaged studies and the CLI
+# packaged studies
 
 
 def test_every_expected_study_is_packaged() -> None:
@@ -228,7 +168,7 @@ def test_packaged_study_validates_and_every_trial_builds(name) -> None:
     sweep = load_sweep(name)
     assert sweep.name == name and sweep.base.experiment == name
     assert len(sweep.description) > 200 and "\n" not in sweep.description  # one paragraph
-    points = sample_configs(sweep, sweep.num_samples, seed=0)
+    points = tune_points(sweep, sweep.num_samples)
     assert len(points) == sweep.num_trials <= 12  # small enough for 2 CPU cores
     configs = [apply(sweep.base, p) for p in points]
     assert all(c.train.max_epochs <= 30 and c.data.name in ("mnist1d", "moons") for c in configs)
@@ -237,77 +177,12 @@ def test_packaged_study_validates_and_every_trial_builds(name) -> None:
 
 
 def test_init_study_crosses_five_schemes_with_two_activations() -> None:
-    points = sample_configs(load_sweep("init"), 1, seed=0)
+    points = tune_points(load_sweep("init"), 1)
     cfgs = [apply(load_sweep("init").base, p).model for p in points]
     schemes = {(m.init, m.init_std if m.init == "normal" else None, m.activation) for m in cfgs}
     assert len(schemes) == 10 and all(m.depth == 6 for m in cfgs)
     assert {(i, s) for i, s, _ in schemes} == {("zeros", None), ("normal", 0.01), ("normal", 1.0), ("xavier", None),
                                                ("he", None)}
-
-
-def test_studies_command_json(capsys) -> None:
-    assert main(["studies", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [r["name"] for r in rows] == STUDIES
-    trials = {r["name"]: r["trials"] for r in rows}
-    assert trials["init"] == 10 and trials["capacity"] == 9 and trials["optimizers"] == 10
-    init = next(r for r in rows if r["name"] == "init")
-    assert init["summary"] == "Initialization decides whether a deep network can learn at all."
-
-
-def test_studies_command_table(capsys) -> None:
-    assert main(["studies"]) == 0
-    out = capsys.readouterr().out
-    assert all(name in out for name in STUDIES) and "trials" in out
-
-
-# ----------------------------------------------------------------------------------------------
-# Ray Tune
-
-
-def test_to_tune_builds_the_matching_search_space() -> None:
-    pytest.importorskip("ray.tune", reason="ray[tune] is not installed (pip install 'ray[tune]==2.60.0')")
-    from ray.tune.search.sample import Categorical, Float, Function, Integer
-
-    lr = Distribution("loguniform", (1e-4, 1e-1)).to_tune()
-    assert isinstance(lr, Float) and (lr.lower, lr.upper) == (1e-4, 1e-1)
-    assert abs(np.mean(np.array(lr.sample(size=3000)) > 1e-2) - 1 / 3) < 0.05  # log-uniform: a third per decade
-    width = Distribution("randint", (16, 256)).to_tune()
-    assert isinstance(width, Integer) and (width.lower, width.upper) == (16, 257)  # Ray excludes the upper bound
-    assert isinstance(Distribution("uniform", (0.0, 1.0)).to_tune(), Float)
-    choice = Distribution("choice", ("relu", "tanh")).to_tune()
-    assert isinstance(choice, Categorical) and choice.categories == ["relu", "tanh"]
-    assert Distribution("grid", (1, 2)).to_tune() == {"grid_search": [1, 2]}
-
-    beta = Distribution("loguniform_one_minus", (0.8, 0.999))
-    drawn = beta.to_tune()
-    assert isinstance(drawn, Function)
-    assert all(0.8 <= b <= 0.999 for b in drawn.sample(size=200))
-    searched = beta.to_tune(searcher=True)  # over 1 - beta, for TPE
-    assert isinstance(searched, Float) and (searched.lower, searched.upper) == pytest.approx((0.001, 0.2))
-    assert beta.from_tune(0.01, searcher=True) == pytest.approx(0.99)
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (["sweep", "--study", "lrr"], "sweep 'lrr' is neither a file nor a packaged study (did you mean 'lr'?)"),
-        (["sweep"], "fitlens sweep needs --study NAME (one of: activations,"),
-        (["sweep", "--study", "lr", "num_samples=0"], "num_samples = 0"),
-        (["sweep", "--study", "lr", "scheduler=hyperband"], "scheduler = 'hyperband'"),
-        (["sweep", "--study", "lr", "space.optim.lr={loguniform: [0, 1]}"], "loguniform bounds must be > 0"),
-        (["sweep", "--resume", "num_samples=3"], "--resume takes no overrides"),
-        (["sweep", "refine", "abc", "--top", "0"], "--top = 0"),
-    ],
-)
-def test_sweep_command_refuses_bad_input_before_starting_anything(argv, expected, capsys, tmp_path,
-                                                                    monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("fitlens: config error: ") and expected in err, err
-    assert not (tmp_path / "sweeps").exists()  # no Ray cluster, no sweep state
 
 
 @pytest.mark.parametrize("name", list_studies())

@@ -88,7 +88,7 @@ def run_sweep(
         reopen_run(client, parent)
         resumed = True
     folder = sweeps_folder(uri)
-    job = TrialJob(sweep, parent, exp_id, uri, searcher=sweep.search == "tpe")
+    job = TrialJob(sweep, parent, exp_id, uri)
     if resumed:
         # Runs left RUNNING by a driver that died (SIGKILL) are KILLED; the trials Tune continues reopen theirs.
         _close_running_trials(client, job)
@@ -223,7 +223,7 @@ def _tune(job: TrialJob, folder: str, resumed: bool, progress: bool) -> Any:
 
 
 def _param_space(job: TrialJob) -> dict[str, Any]:
-    return {key: to_tune(dist, searcher=job.searcher) for key, dist in job.sweep.space.items()}
+    return {key: to_tune(dist) for key, dist in job.sweep.space.items()}
 
 
 class TrialRuns(tune.Callback):

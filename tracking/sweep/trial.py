@@ -56,7 +56,6 @@ class TrialJob:
     parent_run_id: str
     experiment_id: str
     tracking_uri: str
-    searcher: bool  # a model-based searcher (TPE) draws log_one_minus keys as 1 - beta
 
     def trial_config(self, point: Mapping[str, Any], trial_id: str) -> RunConfig:
         """The run config of the trial at `point` (Tune's config: the space's keys)."""
@@ -68,8 +67,8 @@ class TrialJob:
         )
 
     def values(self, point: Mapping[str, Any]) -> dict[str, Any]:
-        """The run-config values of Tune's config (1 - x back to beta for a searched log_one_minus key)."""
-        return {key: from_tune(self.sweep.space[key], point[key], self.searcher) for key in self.sweep.space}
+        """The run-config values of Tune's config (1 - x back to beta for a loguniform_one_minus key)."""
+        return {key: from_tune(self.sweep.space[key], point[key]) for key in self.sweep.space}
 
 
 def run_trial(point: dict[str, Any], job: TrialJob) -> None:
