@@ -78,11 +78,11 @@ def _train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_json_safe(summary)))
     else:
-        print(_describe(summary))
+        print(_train_text(summary))
     return 0
 
 
-def _describe(summary: dict[str, Any]) -> str:
+def _train_text(summary: dict[str, Any]) -> str:
     def pct(key: str) -> str:
         value = summary.get(key)
         return "n/a" if value is None else f"{100 * value:.2f}%"
@@ -149,11 +149,11 @@ def _gradcheck(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))  # already JSON-safe: a NaN difference is null
     else:
-        print(_describe_gradcheck(report))
+        print(_gradcheck_text(report))
     return 0  # a measurement: the verdict is the output, not the exit status
 
 
-def _describe_gradcheck(report: dict[str, Any]) -> str:
+def _gradcheck_text(report: dict[str, Any]) -> str:
     """One line per check (overall relative difference and verdict), each followed by its per-tensor table."""
 
     def sci(value: float | None) -> str:
@@ -301,7 +301,7 @@ def _sweep_refine(args: argparse.Namespace) -> int:
 
 def _run_sweep(args: argparse.Namespace, sweep: Any, smoke: bool, refined_from: str | None = None) -> int:
     from tracking.sweep.driver import run_sweep
-    from tracking.sweep.summary import describe
+    from tracking.sweep.summary import summary_text
 
     summary = run_sweep(sweep, uri=args.tracking_uri, smoke=smoke, resume=not getattr(args, "new", False),
                         refined_from=refined_from, progress=not args.json)
@@ -310,7 +310,7 @@ def _run_sweep(args: argparse.Namespace, sweep: Any, smoke: bool, refined_from: 
     if args.json:
         print(json.dumps(_json_safe(summary)))
     else:
-        print(describe(summary))
+        print(summary_text(summary))
     return 130 if summary["interrupted"] else 0
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dashboard.data import CachedReader, DataError
+from dashboard.cache import CachedReader
 from dashboard.pages import home, run, sweep
 from tests.dashboard.tree import MARKUP, collect
 from tracking.layout import DIVERGED_TAG, STOPPED_TAG
+from tracking.reader import DataError
 from tracking.store import client_for
 
 # --- hand-made runs -------------------------------------------------------------------------------------------

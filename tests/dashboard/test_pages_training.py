@@ -14,11 +14,12 @@ import plotly.graph_objects as go
 import pytest
 from mlflow.entities import Metric, Param
 
-from dashboard.data import CachedReader, DataError, runs_frame
+from dashboard.cache import CachedReader
 from dashboard.pages import gradcheck, optimization, regularization
 from tests.commands import fitlens
 from tests.dashboard.tree import MARKUP, collect
 from tracking.layout import diag_key
+from tracking.reader import DataError, runs_frame
 from tracking.store import client_for
 
 

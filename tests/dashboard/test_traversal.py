@@ -34,7 +34,7 @@ from dashboard.cache import CachedReader
 from dashboard.pages import PAGES
 from tracking.histograms import _write_part
 from tracking.layout import DIAGNOSTICS_DIR, GRADCHECK_REPORT
-from tracking.reader import DataError, safe_artifact_path
+from tracking.reader import DataError, histogram_part_frame, safe_artifact_path
 from tracking.store import client_for
 
 SECRET_TEXT = "SECRET-TEXT-4242"  # in a file that is not Parquet or JSON
@@ -258,7 +258,7 @@ def test_a_symlinked_diagnostics_folder_is_refused_where_mlflow_would_read_throu
         with pytest.raises(DataError, match=f"the histogram parts of run {run_id} could not be listed"):
             reader.histograms(run_id)
         with pytest.raises(DataError, match="is a link that leads outside the run's artifacts"):
-            reader._read_part(run_id, 1)  # asked directly for the part MLflow would hand over
+            histogram_part_frame(reader.uri, reader.run(run_id), 1)  # the part MLflow would hand over
         page = render_content(reader, f"/layers/{run_id}", "", {})
     assert "could not be listed" in _text(page) and "this view failed" not in _text(page)
     assert_nothing_outside(store, opened, page)

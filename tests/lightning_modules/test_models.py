@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from lightning_modules.config import ConfigError, ModelConfig
 from lightning_modules.init import INIT_SCHEMES, fan_in_fan_out, initialize
-from lightning_modules.layers import ChannelMaxout, DropConnectLinear, InvertedDropout, Maxout
+from lightning_modules.layers import ChannelMaxout, DropConnectLinear, InvertedDropout
 from lightning_modules.models import MLP, Block, CNN1d, CNN2d, build_model, check_model_config
 
 ACTIVATIONS = ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "mish", "maxout"]
@@ -64,9 +64,10 @@ def test_conv_init_uses_channels_times_kernel_as_fan_in() -> None:
 
 
 def test_init_reaches_subclasses_maxout_and_convs() -> None:
-    net = nn.Sequential(DropConnectLinear(4, 6, keep_prob=0.5), Maxout(6, 3, 2), nn.Conv1d(1, 2, 3), nn.BatchNorm1d(2))
+    maxout = nn.Sequential(nn.Linear(6, 6), ChannelMaxout(2))  # a maxout layer as the models build it
+    net = nn.Sequential(DropConnectLinear(4, 6, keep_prob=0.5), maxout, nn.Conv1d(1, 2, 3), nn.BatchNorm1d(2))
     initialize(net, "constant", value=0.3)
-    for layer in (net[0], net[1].linear, net[2]):
+    for layer in (net[0], maxout[0], net[2]):
         assert torch.all(layer.weight == 0.3)
         assert torch.all(layer.bias == 0.0)
     assert torch.all(net[3].weight == 1.0)  # batch-norm scale is not a W of the course

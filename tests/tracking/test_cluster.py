@@ -27,8 +27,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.commands import FITLENS, env, free_port
 from tests.servers import TrackingServer
+from tests.tracking.sweep.test_driver import _descendants, children, steps, store, write_sweep
 from tests.tracking.test_faults import _start_time
-from tests.tracking.test_sweep import _descendants, children, steps, store, write_sweep
 from tracking.layout import CHECKPOINT_DIR, CONFIG_FILE, HOST_TAG, RAY_NODE_TAG, TRIAL_TAG
 
 RAY = str(Path(sys.executable).parent / "ray")

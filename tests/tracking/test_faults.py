@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from lightning_modules.module import FitModule, evaluate
 from tests.commands import FITLENS, env, fitlens
-from tests.tracking.test_sweep import _descendants, _trial_run, _wait_for, children, steps, store, write_sweep
+from tests.tracking.sweep.test_driver import _descendants, _trial_run, _wait_for, children, steps, store, write_sweep
 from tracking.config import load_config
 from tracking.layout import CHECKPOINT_DIR, RESUMED_TAG, SWEEP_TAG
 from tracking.train import prepare

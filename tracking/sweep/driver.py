@@ -45,7 +45,7 @@ from tracking.reader import find_trial_run, get_run, runs_by_trial_id, search_tr
 from tracking.store import client_for, embedded_folder, is_embedded, quiet_libraries, tracking_uri
 from tracking.sweep.scheduler import make_scheduler, make_searcher
 from tracking.sweep.space import to_tune
-from tracking.sweep.summary import summarize
+from tracking.sweep.summary import sweep_summary
 from tracking.sweep.trial import TrialJob, run_trial
 from tracking.sweep_config import SweepConfig, dump_sweep, with_smoke
 from tracking.writer import (
@@ -103,7 +103,7 @@ def run_sweep(
     finally:
         if started_ray:
             ray.shutdown()
-    summary = summarize(job, results, runs_by_trial_id(client, parent))
+    summary = sweep_summary(job, results, runs_by_trial_id(client, parent))
     # Ctrl-C: Tune's own handler stops the trials and saves the experiment, and fit() returns. Some trials
     # then have no run, or one that is not closed (scheduler stops and failures are closed by now).
     closed = [t for t in summary["trials"] if t["status"] in ("FINISHED", "FAILED")]

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracki
     from mlflow.entities import Run
 
 
-def summarize(job: TrialJob, results: Any, runs: Mapping[str, Run]) -> dict[str, Any]:
+def sweep_summary(job: TrialJob, results: Any, runs: Mapping[str, Run]) -> dict[str, Any]:
     """The sweep's summary from Tune's `results` and the trials' runs by trial id: per trial its run, status,
     best value of the metric, epochs, early stop, divergence, error and point; the best trial."""
     metric = job.sweep.metric
@@ -44,7 +44,7 @@ def summarize(job: TrialJob, results: Any, runs: Mapping[str, Run]) -> dict[str,
     }
 
 
-def describe(summary: Mapping[str, Any]) -> str:
+def summary_text(summary: Mapping[str, Any]) -> str:
     """The text `fitlens sweep` prints at the end: one line per trial, best first."""
     metric = summary["metric"]
     head = (f"sweep {summary['sweep']}: parent run {summary['parent_run_id']} (experiment "
