@@ -7,18 +7,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analysis.health import HEALTH_STATS, Flag, health_flags
+from analysis.diagnosis import RunEvidence, diagnose_run
+from analysis.health import HEALTH_STATS, health_flags
 from analysis.ranges import best_points, refined_space
 from analysis.report import run_report, sweep_report
 from analysis.thresholds import DEFAULT, Thresholds
 from lightning_modules.config import ConfigError
 from tracking import reader
-from tracking.layout import DIVERGED_TAG, KEPT_FILE, KIND_SWEEP, KIND_TAG, POINT_TAG, SWEEP_TAG
+from tracking.layout import DIVERGED_TAG, KEPT_FILE, KIND_GRADCHECK, KIND_SWEEP, KIND_TAG, POINT_TAG, SWEEP_TAG
 from tracking.store import quiet_libraries
 from tracking.sweep_config import SweepConfig
 from tracking.writer import log_json
@@ -28,47 +29,57 @@ if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracki
     from mlflow.tracking import MlflowClient
 
 REFINE_TOP = 3  # as `fitlens sweep refine`'s default --top
-KEPT_VERSION = 2  # of what a finished sweep keeps for the dashboard: bump when runs_frame or the sweep report change
+KEPT_VERSION = 3  # of what a finished sweep keeps for the dashboard: bump when runs_frame or the sweep report change
 
 
-def gather_report(run_id: str, uri: str | None = None, thresholds: Thresholds = DEFAULT,
-                  every_snapshot: bool = True) -> dict[str, Any]:
-    """The report of `run_id`: a sweep's parent run gets the sweep report, any other run the run report.
+# The per-epoch curves the diagnosis reads.
+CURVE_KEYS = ("train/loss", "train/cost", "train/error", "dev/error", "dev/loss", "lr")
 
-    A sweep's trials are flagged on every snapshot of their diagnostics (a query per statistic and trial),
-    or with `every_snapshot=False` on their last snapshot only, read with the trials themselves: what the
-    dashboard's table of hundreds of trials affords (a run's own page has every snapshot)."""
+
+def gather_report(run_id: str, uri: str | None = None, thresholds: Thresholds = DEFAULT) -> dict[str, Any]:
+    """The report of `run_id`: a sweep's parent run gets the sweep report, any other run the run report. Every
+    run (a sweep's every trial) is diagnosed on its curves and on its diagnostics at every snapshot."""
     client = reader.open_client(uri)
     run = reader.get_run(client, run_id)
     if reader.is_sweep(run):
-        return gather_sweep_report(client, run, reader.trial_runs(client, run), thresholds, every_snapshot)
+        return gather_sweep_report(client, run, reader.trial_runs(client, run), thresholds)
     siblings = reader.runs_frame(reader.sibling_runs(client, run))
     row = reader.runs_frame([run]).iloc[0].to_dict()
-    return run_report(row, siblings, gather_flags(client, run, thresholds), thresholds)
+    evidence = gather_evidence(client, run, row, siblings, thresholds)
+    return run_report(row, siblings, evidence.flags, thresholds, diagnose_run(evidence, thresholds))
 
 
-def gather_flags(client: MlflowClient, run: Run, thresholds: Thresholds = DEFAULT,
-                 diagnostics: pd.DataFrame | None = None) -> list[Flag]:
-    """The health flags of one run, from its diagnostics at every snapshot (`reader.diagnostics_frame`, read here
-    unless given) and its training loss per epoch."""
-    loss = reader.metric_history(client, run.info.run_id, ["train/loss"])
+def gather_evidence(client: MlflowClient, run: Run, row: Mapping[str, Any], siblings: pd.DataFrame,
+                    thresholds: Thresholds = DEFAULT, diagnostics: pd.DataFrame | None = None,
+                    curves: pd.DataFrame | None = None) -> RunEvidence:
+    """Everything the diagnosis reads of one run: its per-epoch curves, its diagnostics at every snapshot (read
+    here unless given), the health flags on them, the runs beside it (`siblings`, runs_frame rows) and, for a
+    gradient check's run, its report."""
+    if curves is None:
+        curves = reader.metric_history(client, run.info.run_id, [k for k in CURVE_KEYS if k in run.data.metrics])
     if diagnostics is None:
         diagnostics = reader.diagnostics_frame(client, run, HEALTH_STATS)
-    return health_flags(diagnostics, loss[["step", "value"]], run.data.tags.get(DIVERGED_TAG), thresholds)
+    loss = curves[curves["key"] == "train/loss"]
+    flags = health_flags(diagnostics, loss[["step", "value"]], run.data.tags.get(DIVERGED_TAG), thresholds)
+    gradcheck = reader.gradcheck_report(client, run) if run.data.tags.get(KIND_TAG) == KIND_GRADCHECK else None
+    return RunEvidence(row, curves, flags, diagnostics, siblings, gradcheck)
 
 
 def gather_sweep_report(client: MlflowClient, parent: Run, runs: Sequence[Run], thresholds: Thresholds = DEFAULT,
-                        every_snapshot: bool = True, trials: pd.DataFrame | None = None,
-                        sweep: SweepConfig | None = None) -> dict[str, Any]:
+                        trials: pd.DataFrame | None = None, sweep: SweepConfig | None = None,
+                        evidence: Callable[[Run, Mapping[str, Any]], RunEvidence] | None = None) -> dict[str, Any]:
     """The report of the sweep `parent` over its trial `runs` (already read: the dashboard has them cached, with
-    their `reader.runs_frame` as `trials` and the sweep it ran)."""
+    their `reader.runs_frame` as `trials`, the sweep it ran, and each trial's evidence cached by `evidence`)."""
     sweep = sweep or reader.sweep_config(client, parent.info.run_id)
     if trials is None:
         trials = reader.runs_frame(runs, sweep.metric)
-    flags = {run.info.run_id: gather_flags(client, run, thresholds) if every_snapshot else
-             health_flags(reader.latest_diagnostics(run, HEALTH_STATS), None, run.data.tags.get(DIVERGED_TAG),
-                          thresholds)
-             for run in runs}
+    rows = {row["run_id"]: row for row in trials.to_dict("records")}
+    if evidence is None:
+        def evidence(run: Run, row: Mapping[str, Any]) -> RunEvidence:
+            return gather_evidence(client, run, row, trials, thresholds)
+    found = {run.info.run_id: evidence(run, rows[run.info.run_id]) for run in runs if run.info.run_id in rows}
+    flags = {run_id: e.flags for run_id, e in found.items()}
+    findings = {run_id: diagnose_run(e, thresholds) for run_id, e in found.items()}
     scored = [(row["metric"], row["point"]) for row in trials.to_dict("records") if not row.get("diverged")]
     try:
         refined = {key: dist.to_dict() for key, dist in
@@ -77,7 +88,7 @@ def gather_sweep_report(client: MlflowClient, parent: Run, runs: Sequence[Run], 
         refined = None  # no trial with a finite metric yet
     log_scale = [key for key, dist in sweep.space.items() if dist.kind.startswith("loguniform")]
     parent_row = {"run_id": parent.info.run_id, "run_name": parent.info.run_name, "status": parent.info.status}
-    return sweep_report(parent_row, trials, flags, sweep.metric, log_scale, refined, thresholds)
+    return sweep_report(parent_row, trials, flags, sweep.metric, log_scale, refined, thresholds, findings)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,8 +97,8 @@ def gather_sweep_report(client: MlflowClient, parent: Run, runs: Sequence[Run], 
 
 def keep_sweep(uri: str | None, parent_run_id: str) -> None:
     """Keep in the FINISHED sweep's KEPT_FILE what the sweep page shows of it and takes a second or more to compute
-    for hundreds of trials (parsing every param, the flags, the importance forest): its trials as
-    `reader.runs_frame` rows and its report (flags on each trial's last snapshot, default thresholds).
+    for hundreds of trials (parsing every param, each trial's diagnosis, the importance forest): its trials as
+    `reader.runs_frame` rows and its report (default thresholds), which is `fitlens report`'s.
     `fitlens sweep` calls it once the sweep has finished and written its trials file; `kept_part` reads it
     back, while the sweep has the finish that file belongs to."""
     client = reader.open_client(uri)
@@ -97,7 +108,7 @@ def keep_sweep(uri: str | None, parent_run_id: str) -> None:
     trials = reader.runs_frame(runs, sweep.metric)
     doc = {"version": KEPT_VERSION, "thresholds": dataclasses.asdict(DEFAULT),
            "trials": trials.to_dict("records"),
-           "report": gather_sweep_report(client, parent, runs, every_snapshot=False, trials=trials, sweep=sweep)}
+           "report": gather_sweep_report(client, parent, runs, trials=trials, sweep=sweep)}
     log_json(client, parent_run_id, doc, KEPT_FILE)
 
 

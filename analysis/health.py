@@ -162,11 +162,24 @@ def _spread(collapsing: bool):
         factor = _depth_factor(stds)
         if factor is None:
             return None
+        variance_ratio = (max(stds.values()) / min(stds.values())) ** 2
+        if variance_ratio <= t.depth_variance_ratio:
+            return None  # a trend, but the layers' variances stay within the ratio
         if (factor < t.collapsing_spread) if collapsing else (factor > t.exploding_spread):
             layers = tuple(stds)
-            return Finding(stds, layers, layers[-1], {"per_layer_factor": factor})
+            return Finding(stds, layers, layers[-1], {"per_layer_factor": factor, "variance_ratio": variance_ratio})
         return None
     return check
+
+
+def _identical(s: Snapshot, t: Thresholds) -> Finding | None:
+    """Hidden layers whose units are identical. The last layer (the output) is left out: its units have different
+    targets, so their gradients differ and break any symmetry (a two-class output's rows grow as w and -w); a
+    zero-initialized logistic regression trains well."""
+    values = s.get(("weight", "symmetry"), {})
+    hidden = list(values)[:-1]
+    high = tuple(layer for layer in hidden if values[layer] > t.symmetric_units - 1e-12)
+    return Finding(values, high, max(high, key=values.get)) if high else None
 
 
 def _update_ratio(too_high: bool):
@@ -223,8 +236,7 @@ CHECKS: tuple[Check, ...] = (
     Check("activations_exploding", "activation std", lambda t: t.exploding_spread, _spread(collapsing=False),
           "The spread of the activations grows layer after layer: the weights are too large for the depth.",
           "Use a smaller initialization scale: Xavier (1/n_in) or He (2/n_in)."),
-    Check("identical_units", "weight symmetry (1 = identical units)", lambda t: t.symmetric_units,
-          _above("weight", "symmetry", lambda t: t.symmetric_units - 1e-12),
+    Check("identical_units", "weight symmetry (1 = identical units)", lambda t: t.symmetric_units, _identical,
           "The units of a layer have identical weights, so they compute the same thing and get the same "
           "gradient: gradient descent never breaks the symmetry.",
           "Initialize the weights at random (Xavier / He), not with zeros or a constant."),

@@ -14,6 +14,7 @@ import pandas as pd
 from analysis.advice import Advice, advise
 from analysis.bias_variance import Diagnosis, describe, diagnose, pct
 from analysis.curves import STRENGTH_SETTINGS, TRAIN_FRACTION, learning_curve, regularization_curve
+from analysis.diagnosis import Finding, finding_fields, primary_cause
 from analysis.health import Flag
 from analysis.importance import hyperparameter_importance
 from analysis.thresholds import DEFAULT, Thresholds
@@ -56,10 +57,12 @@ def flag_fields(flag: Flag) -> dict[str, Any]:
 
 
 def run_report(
-    run: Mapping[str, Any], siblings: pd.DataFrame, flags: Sequence[Flag], thresholds: Thresholds = DEFAULT
+    run: Mapping[str, Any], siblings: pd.DataFrame, flags: Sequence[Flag], thresholds: Thresholds = DEFAULT,
+    findings: Sequence[Finding] = (),
 ) -> dict[str, Any]:
     """The report of one run: `run` is its row of `tracking.reader.runs_frame`, `siblings` the rows of the runs
-    it is compared with (its sweep's trials, or its experiment's runs), `flags` its health flags."""
+    it is compared with (its sweep's trials, or its experiment's runs), `flags` its health flags, `findings` its
+    diagnosis (`analysis.diagnosis.diagnose_run`), most important first."""
     fields: dict[str, Any] = {"kind": "run", "run_id": run["run_id"], "run_name": run.get("run_name"),
                               "status": run.get("status"), "test_error": finite_or_none(run.get("test_error"))}
     diagnosis = row_diagnosis(run, thresholds)
@@ -69,6 +72,8 @@ def run_report(
     else:
         fields |= diagnosis_fields(diagnosis, advise(diagnosis, run, siblings))
     fields["flags"] = [flag_fields(f) for f in flags]
+    fields["primary_cause"] = primary_cause(findings)
+    fields["findings"] = [finding_fields(f) for f in findings]
     fields["thresholds"] = {"high_bias": thresholds.high_bias, "high_variance": thresholds.high_variance}
     return fields
 
@@ -85,8 +90,10 @@ def row_diagnosis(run: Mapping[str, Any], thresholds: Thresholds = DEFAULT) -> D
 def sweep_report(
     parent: Mapping[str, Any], trials: pd.DataFrame, flags: Mapping[str, Sequence[Flag]], metric: str,
     log_scale: Sequence[str] = (), refined_space: Mapping[str, Any] | None = None, thresholds: Thresholds = DEFAULT,
+    findings: Mapping[str, Sequence[Finding]] | None = None,
 ) -> dict[str, Any]:
-    """The report of a sweep: every trial's verdict and flags, the best trial's full report, hyperparameter
+    """The report of a sweep: every trial's verdict, flags and findings (`findings` by run id), the best trial's
+    full report, hyperparameter
     importance over the searched settings, the refined space, and the learning and regularization curves
     when the sweep varied the training-set size or a regularizer. `trials` are the rows of
     `tracking.reader.runs_frame` with one column per searched setting; `flags` by run id."""
@@ -97,11 +104,14 @@ def sweep_report(
                               "status": parent.get("status"), "metric": metric,
                               "best_run_id": None if best is None else best["run_id"]}
     if best is None:
-        fields |= {"verdict": None, "avoidable_bias": None, "variance": None, "recommendations": [], "flags": []}
+        fields |= {"verdict": None, "avoidable_bias": None, "variance": None, "recommendations": [], "flags": [],
+                   "primary_cause": None, "findings": []}
     else:
-        best_report = run_report(best.to_dict(), trials, flags.get(best["run_id"], ()), thresholds)
+        best_report = run_report(best.to_dict(), trials, flags.get(best["run_id"], ()), thresholds,
+                                 (findings or {}).get(best["run_id"], ()))
         fields |= {k: v for k, v in best_report.items() if k not in ("kind", "run_id", "run_name", "status")}
-    fields["trials"] = [_trial_fields(row, flags.get(row["run_id"], ()), thresholds)
+    fields["trials"] = [_trial_fields(row, flags.get(row["run_id"], ()), thresholds,
+                                      (findings or {}).get(row["run_id"], ()))
                         for row in trials.to_dict("records")]
     importance = hyperparameter_importance(scored.rename(columns={"dev_error": metric}), searched, metric,
                                            log_scale=[s for s in log_scale if s in searched])
@@ -147,8 +157,12 @@ def flat_point(point: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _trial_fields(row: Mapping[str, Any], flags: Sequence[Flag], thresholds: Thresholds) -> dict[str, Any]:
-    diagnosis = row_diagnosis(row, thresholds)
+def _trial_fields(row: Mapping[str, Any], flags: Sequence[Flag], thresholds: Thresholds,
+                  findings: Sequence[Finding] = ()) -> dict[str, Any]:
+    try:
+        diagnosis = row_diagnosis(row, thresholds)
+    except ValueError:  # an error outside [0, 1] (a user's module): no verdict for this trial
+        diagnosis = None
     return {
         "run_id": row["run_id"], "run_name": row.get("run_name"), "status": row.get("status"),
         "point": row.get("point") or {}, "train_error": finite_or_none(row.get("train_error")),
@@ -158,6 +172,8 @@ def _trial_fields(row: Mapping[str, Any], flags: Sequence[Flag], thresholds: Thr
         "variance": None if diagnosis is None else diagnosis.variance,
         "stopped_early": row.get("stopped_early"), "diverged": row.get("diverged"),
         "flags": [flag_fields(f) for f in flags],
+        "primary_cause": primary_cause(findings),
+        "findings": [finding_fields(f) for f in findings],
     }
 
 
@@ -203,6 +219,7 @@ def format_report(report: Mapping[str, Any]) -> str:
             names = sorted({f["name"] for f in trial["flags"]})
             lines.append(f"  {trial['run_id'][:8]} {_point_text(trial['point']):40s} train {pct(trial['train_error'])}"
                          f"  dev {pct(trial['dev_error'])}  {trial['verdict'] or 'no verdict'}"
+                         f"  cause: {trial.get('primary_cause') or 'none'}"
                          + (f"  flags: {', '.join(names)}" if names else ""))
         lines.append("")
         lines.append("best trial:")
@@ -226,8 +243,23 @@ def _point_text(point: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in flat_point(point).items())
 
 
+def _findings_text(findings: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The diagnosis, most important first: each cause with its evidence, what to change and who tried it."""
+    lines = [f"diagnosis: {len(findings)} finding(s), most important first" if findings else "diagnosis: no finding"]
+    for i, finding in enumerate(findings, 1):
+        lines.append(f"  {i}. [{finding['severity']}] {finding['cause']}: {finding['summary']}")
+        for evidence in finding["evidence"]:
+            where = "".join(f" {name} {evidence[name]}" for name in ("layer", "step") if evidence.get(name) is not None)
+            lines.append(f"       evidence: {evidence['text']}" + (f" ({where.strip()})" if where else ""))
+        for action in finding["actions"]:
+            lines.append(f"       do: {action['text']}")
+        for tried in finding["tried"]:
+            lines.append(f"       tried: {tried['text']}")
+    return lines
+
+
 def _diagnosis_text(report: Mapping[str, Any]) -> list[str]:
-    lines = []
+    lines = _findings_text(report["findings"]) if "findings" in report else []
     if report.get("verdict") is None:
         lines.append(f"no verdict: {report.get('note', 'no finite errors')}")
     else:

@@ -57,6 +57,48 @@ class Thresholds:
     # Training loss not falling: the best later epoch's loss improved on the first epoch's by less than
     # this fraction.
     loss_not_falling: float = 0.01
+    # Activation spread across depth, in total: the largest activation variance over the smallest across the
+    # layers at one snapshot, as SageMaker Debugger's PoorWeightInitialization rule. A per-layer factor past
+    # collapsing_spread / exploding_spread counts only when the variance also changes by more than this over
+    # the depth: a 3-layer CNN whose std grows 0.86 -> 1.27 -> 1.54 (a factor 3.2 in variance) is healthy,
+    # Xavier in a 6-layer ReLU MLP (0.5 per layer, 30x over the depth) is not.
+    depth_variance_ratio: float = 10.0
+
+    # --- the diagnosis's causes (`analysis.diagnosis`) ---------------------------------------------
+    # An error this close to the chance level (1 - 1/K, or the majority class's error) has learned nothing:
+    # 2 points, ~1 standard error of a dev error on ~800 examples near chance.
+    at_chance: float = 0.02
+    # A training error this far below chance while the dev error stays at chance: memorized labels that do not
+    # depend on the inputs (10 points: far more than the noise of an epoch's error).
+    memorized: float = 0.10
+    # The training loss rose by more than this fraction above its best epoch by the end: steps overshoot.
+    loss_rise: float = 0.10
+    # ... or rose from one epoch to the next in at least this fraction of the epochs (oscillating; needs 4+).
+    loss_oscillation: float = 0.34
+    # A learning rate that decayed to below this fraction of its start within the first half of training.
+    lr_decayed: float = 1e-3
+    # Inputs whose std (as the network sees them) is off unit scale by more than this factor: unnormalized
+    # features (a standardized input has std 1; raw pixel values 0-16 have ~6, breast-cancer features ~230).
+    input_scale: float = 10.0
+    # The share of the cost J that the L2/L1 terms take at the last epoch, above which they hold training back.
+    penalty_share: float = 0.3
+    # A keep_prob at or below this is strong dropout (half of the units dropped, or more).
+    strong_dropout: float = 0.5
+    # A sibling that regularized less "did better" when its training error is lower by this much.
+    sibling_better: float = 0.02
+    # Overtraining: the last epoch's dev error this far above its minimum, which came before this fraction of
+    # the epochs: early stopping would have kept the minimum and saved the rest.
+    overtrained_gap: float = 0.02
+    overtrained_at: float = 0.6
+    # Still improving: the dev error fell by more than this over the last quarter of the epochs.
+    still_improving: float = 0.01
+    # A plateau: the training loss fell by less than this fraction over the last half of the epochs (4+ epochs)
+    # while the avoidable bias is high.
+    plateau: float = 0.01
+    # The minority class is this small a fraction of the training set (or less): the error hides it.
+    minority: float = 0.2
+    # A label-noise rate (the reference error of a synthetic set) from which the training error's floor is named.
+    label_noise: float = 0.05
 
     def replace(self, **changes: float) -> Thresholds:
         """A copy with `changes`; an unknown name or a negative value raises ValueError naming it."""

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from analysis.gather import gather_flags, kept_part
+from analysis.diagnosis import Finding, RunEvidence, diagnose_run
+from analysis.gather import CURVE_KEYS, gather_evidence, kept_part
 from analysis.health import HEALTH_STATS, Flag
 from lightning_modules.config import ConfigError
 from tracking import reader
@@ -196,11 +197,26 @@ class CachedReader:
                             lambda: reader.diagnostics_frame(self.client, run, fetch))
         return frame if fetch == tuple(stats) else frame[frame["stat"].isin(stats)].reset_index(drop=True)
 
+    def evidence(self, run: Run, siblings: pd.DataFrame | None = None) -> RunEvidence:
+        """What the diagnosis reads of the run (`analysis.gather.gather_evidence`), from the diagnostics and curves
+        read for the pages' figures, once per state of the run. `siblings`: the runs it is compared with (default:
+        its sweep's trials, or its experiment's runs)."""
+        def read() -> RunEvidence:
+            row = reader.runs_frame([run]).iloc[0].to_dict()
+            others = self.siblings(run) if siblings is None else siblings
+            curves = self.history(run.info.run_id, CURVE_KEYS)
+            return gather_evidence(self.client, run, row, others, diagnostics=self.diagnostics(
+                run.info.run_id, HEALTH_STATS), curves=curves)
+        return self.cached("evidence", self.key(run), read)
+
     def flags(self, run: Run) -> list[Flag]:
-        """The run's health flags, from the diagnostics read for the pages' figures, computed once per state of the
+        """The run's health flags over every snapshot."""
+        return list(self.evidence(run).flags)
+
+    def findings(self, run: Run) -> list[Finding]:
+        """The run's diagnosis (`analysis.diagnosis.diagnose_run`), most important first, once per state of the
         run."""
-        return self.cached("flags", self.key(run), lambda: gather_flags(
-            self.client, run, diagnostics=self.diagnostics(run.info.run_id, HEALTH_STATS)))
+        return self.cached("findings", self.key(run), lambda: diagnose_run(self.evidence(run)))
 
     def histogram_steps(self, run_id: str) -> list[int]:
         """The steps that have a histogram part, read from the artifact listing only."""

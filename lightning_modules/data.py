@@ -89,6 +89,9 @@ class ArrayDataModule(pl.LightningDataModule):
         n_classes: number of classes K; labels are 0..K-1.
         class_names: the original label of each class index, as strings.
         m_train: training-set size after `train_fraction` (the m of the L2 term lambda/(2m)).
+        majority_fraction: the fraction of the training split in its most frequent class (1/K when the
+            classes are balanced; always predicting that class has the error 1 - majority_fraction).
+        input_std: the std of every training input entry as the network sees it (about 1 when normalized).
         m_dev, m_test: dev and test set sizes.
         reference_error: e*, `cfg.reference_error` or the data set's default.
         feature_mean, feature_std: float32 tensors of shape `input_shape`, the training split's
@@ -110,6 +113,8 @@ class ArrayDataModule(pl.LightningDataModule):
         self.n_classes: int
         self.class_names: list[str]
         self.m_train: int
+        self.majority_fraction: float
+        self.input_std: float
         self.m_dev: int
         self.m_test: int
         self.reference_error: float
@@ -154,6 +159,8 @@ class ArrayDataModule(pl.LightningDataModule):
         self.n_classes = len(raw.class_names)
         self.class_names = list(raw.class_names)
         self.m_train, self.m_dev, self.m_test = (len(splits[s]) for s in ("train", "dev", "test"))
+        self.majority_fraction = float(np.bincount(raw.y[splits["train"]]).max() / self.m_train)
+        self.input_std = float(self.train_set.tensors[0].double().std()) if self.m_train > 1 else 0.0
         self.feature_mean = torch.from_numpy(mean.astype(np.float32))
         self.feature_std = torch.from_numpy(std.astype(np.float32))
         expected = entry.shape_of(cfg)
@@ -173,6 +180,8 @@ class ArrayDataModule(pl.LightningDataModule):
             "input_shape": list(self.input_shape),
             "n_classes": self.n_classes,
             "m_train": self.m_train,
+            "majority_fraction": self.majority_fraction,
+            "input_std": self.input_std,
             "m_dev": self.m_dev,
             "m_test": self.m_test,
             "reference_error": self.reference_error,

@@ -25,6 +25,10 @@ DATASET_TAG = "fitlens.dataset"  # data.name of the config
 ARCH_TAG = "fitlens.arch"  # model.arch, or the user's module
 REFERENCE_ERROR_TAG = "fitlens.reference_error"  # the reference (human / Bayes) error given in the config
 M_TRAIN_TAG = "fitlens.m_train"  # the number of training examples the fit used (learning curves over m)
+# What the fit's training split was, for the diagnosis: chance level, the majority class, the inputs' scale.
+N_CLASSES_TAG = "fitlens.n_classes"
+MAJORITY_TAG = "fitlens.majority_fraction"  # the fraction of the training split in its most frequent class
+INPUT_STD_TAG = "fitlens.input_std"  # the std of the training inputs as the network sees them
 DIVERGED_TAG = "fitlens.diverged"  # where the training loss stopped being finite ("epoch 3, step 96: ...")
 ERROR_TAG = "fitlens.error"  # a FAILED run's error
 KIND_TAG = "fitlens.kind"  # what a run that is not a fit is: one of the KIND_ values

@@ -34,9 +34,12 @@ from tracking.layout import (
     DIVERGED_TAG,
     ERROR_TAG,
     GRADCHECK_REPORT,
+    INPUT_STD_TAG,
     KIND_SWEEP,
     KIND_TAG,
     M_TRAIN_TAG,
+    MAJORITY_TAG,
+    N_CLASSES_TAG,
     POINT_TAG,
     REFERENCE_ERROR_TAG,
     SEARCH_SPACE_FILE,
@@ -53,7 +56,8 @@ from tracking.store import client_for, latest_metrics, retrying, tracking_uri
 from tracking.sweep_config import SweepConfig, sweep_from_dict
 
 RUN_COLUMNS = ("run_id", "run_name", "status", "train_error", "dev_error", "test_error", "metric", "reference_error",
-               "m_train", "epochs", "weight_norm", "frac_small", "point", "diverged", "stopped_early", "error")
+               "m_train", "n_classes", "majority_fraction", "input_std", "epochs", "weight_norm", "frac_small", "point",
+               "diverged", "stopped_early", "error")
 MAX_RUNS = 5000  # runs of one search (and trials of one sweep)
 
 
@@ -261,6 +265,9 @@ def runs_frame(runs: Iterable[Run], metric: str = "dev/error") -> pd.DataFrame:
             "metric": metrics.get(f"best/{metric}", metrics.get(metric, math.nan)),
             "reference_error": as_float(reference, 0.0),
             "m_train": as_float(tags.get(M_TRAIN_TAG), math.nan),
+            "n_classes": as_float(tags.get(N_CLASSES_TAG), math.nan),
+            "majority_fraction": as_float(tags.get(MAJORITY_TAG), math.nan),
+            "input_std": as_float(tags.get(INPUT_STD_TAG), math.nan),
             "epochs": metrics.get("epoch", math.nan),
             "weight_norm": math.sqrt(sum(v * v for v in weights["norm"])) if weights["norm"] else math.nan,
             "frac_small": float(np.mean(weights["frac_small"])) if weights["frac_small"] else math.nan,

@@ -21,7 +21,7 @@ from lightning_modules.module import FitModule, evaluate, load_checkpoint
 from lightning_modules.optim import check_optim_config
 from tracking.callback import DiagnosticsCallback
 from tracking.diagnostics import resolve, select_layers
-from tracking.layout import CHECKPOINT_DIR, DIVERGED_TAG, M_TRAIN_TAG
+from tracking.layout import CHECKPOINT_DIR, DIVERGED_TAG, INPUT_STD_TAG, M_TRAIN_TAG, MAJORITY_TAG, N_CLASSES_TAG
 from tracking.logger import MlflowLogger
 from tracking.recording import Recording, config_tags, recorded_run
 from tracking.signals import Terminated
@@ -90,6 +90,15 @@ def train(cfg: RunConfig, uri: str | None = None, progress: bool = False) -> dic
         metrics = fit(prepared, run, progress)
     return {"run_id": run.run_id, "experiment_id": run.experiment_id, "tracking_uri": run.tracking_uri,
             "reference_error": cfg.data.reference_error, **metrics}
+
+
+def data_tags(datamodule: pl.LightningDataModule) -> dict[str, str]:
+    """What the diagnosis needs to know of the training split, as far as the data module says: its size, the number
+    of classes, the majority class's fraction and the inputs' scale (a user's module may have none of them)."""
+    facts = {M_TRAIN_TAG: ("m_train", int), N_CLASSES_TAG: ("n_classes", int),
+             MAJORITY_TAG: ("majority_fraction", float), INPUT_STD_TAG: ("input_std", float)}
+    return {tag: str(kind(getattr(datamodule, name))) for tag, (name, kind) in facts.items()
+            if isinstance(getattr(datamodule, name, None), (int, float))}
 
 
 def torch_threads(cfg: RunConfig) -> int:
@@ -182,8 +191,8 @@ def fit(
         limit_test_batches=limit,
     )
     trainer = pl.Trainer(**{**args, **(trainer_args or {})})
-    if trainer.is_global_zero and hasattr(datamodule, "m_train"):
-        set_tags(run.client, run.run_id, {M_TRAIN_TAG: str(int(datamodule.m_train))})
+    if trainer.is_global_zero:
+        set_tags(run.client, run.run_id, data_tags(datamodule))
     if trainer_args and "strategy" in trainer_args:
         from ray.train.lightning import prepare_trainer
 

@@ -129,8 +129,11 @@ def _step_marks(steps: Sequence[int], most: int = 7) -> dict[int, str]:
                                                     .round().astype(int))}
 
 
-def controls(reader: CachedReader, run_id: str, compare: str | None = None, **_: str) -> html.Div:
-    """The page's header and controls for run `run_id` (kinds, layers and snapshot steps it recorded)."""
+def controls(reader: CachedReader, run_id: str, compare: str | None = None, kind: str | None = None,
+             layer: str | None = None, at: str | None = None, **_: str) -> html.Div:
+    """The page's header and controls for run `run_id` (kinds, layers and snapshot steps it recorded). `kind`,
+    `layer` and `at` (a step: the snapshot nearest it) open the page where a finding points (`?kind=act&
+    layer=hidden.5&at=0`); values the run did not record are ignored."""
     run = reader.run(run_id)
     kinds = recorded(run)
     header = [html.H1(f"Layers: {run_label(run)}"),
@@ -147,12 +150,20 @@ def controls(reader: CachedReader, run_id: str, compare: str | None = None, **_:
     stats = recorded_stats(run)
     depth_options = [f"{k}/{s}" for k in present for s in DEPTH_STATS if (k, s) in stats]
     default_panels = [f"{k}/{s}" for k, s in DEPTH_PANELS if f"{k}/{s}" in depth_options]
+    chosen_kind = kind if kind in present else (DEFAULT_KIND if DEFAULT_KIND in present else present[0])
+    chosen_layer = layer if layer in layers else "all"
+    try:
+        wanted = int(at) if at is not None else None
+    except ValueError:
+        wanted = None
+    nearest = nearest_step(steps, wanted) if wanted is not None else None
+    chosen_step = steps.index(nearest) if nearest is not None else 0
     return html.Div([
         *header,
         html.Div([
             html.Label(["kind", dcc.RadioItems(id=control(ids.KIND), options=present, inline=True,
-                                               value=DEFAULT_KIND if DEFAULT_KIND in present else present[0])]),
-            html.Label(["layer", dcc.Dropdown(id=control("layer"), clearable=False, value="all",
+                                               value=chosen_kind)]),
+            html.Label(["layer", dcc.Dropdown(id=control("layer"), clearable=False, value=chosen_layer,
                                               options=[{"label": "all layers", "value": "all"}]
                                               + [{"label": name, "value": name} for name in layers])]),
             html.Label(["view", dcc.RadioItems(id=control("view"), options=list(VIEWS), value="heatmap",
@@ -161,7 +172,7 @@ def controls(reader: CachedReader, run_id: str, compare: str | None = None, **_:
                                                  options=[{"label": text, "value": v} for v, text in SCALES])]),
         ], className="control-row"),
         html.Label(["snapshot step", dcc.Slider(id=control(ids.STEP), min=0, max=max(len(steps) - 1, 0), step=1,
-                                                value=0, marks=_step_marks(steps), allow_direct_input=False,
+                                                value=chosen_step, marks=_step_marks(steps), allow_direct_input=False,
                                                 disabled=len(steps) < 2)]),
         html.Label(["depth profile", dcc.Dropdown(id=control(ids.STAT), multi=True, options=depth_options,
                                                   value=default_panels)]),

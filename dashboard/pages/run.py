@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import numpy as np
 import pandas as pd
 from dash import dcc, html
 
 from analysis.bias_variance import pct, points
+from analysis.diagnosis import Finding
 from analysis.health import Flag
 from analysis.report import reading, run_report
 from analysis.thresholds import DEFAULT
@@ -53,10 +55,13 @@ def content(reader: CachedReader, args: dict[str, str], values: dict[str, Any]) 
     beta = smoothing_beta(values.get("smoothing"), DEFAULT_BETA)
     history = reader.history(run_id, CURVE_KEYS)
     flags = _flags(reader, run)
-    report = run_report(runs_frame([run]).iloc[0].to_dict(), reader.siblings(run), flags or [], DEFAULT)
+    findings = _findings(reader, run)
+    report = run_report(runs_frame([run]).iloc[0].to_dict(), reader.siblings(run), flags or [], DEFAULT,
+                        findings or [])
     return html.Div([
         links(reader, run),
         *notices(run, history),
+        section("Diagnosis", *diagnosis_panel(run_id, report["findings"], findings is None)),
         section("Train and dev curves", dcc.Graph(id=ids.CURVES, figure=learning_curves(history, beta))),
         section("Bias and variance", *bias_variance_panel(report)),
         section("Health flags", *health_panel(flags, run.info.status == "RUNNING")),
@@ -110,6 +115,41 @@ def notices(run: Run, history: pd.DataFrame) -> list[html.Div]:
     if tags.get(STOPPED_TAG):
         found.append(message(f"stopped early by the sweep's scheduler: {tags[STOPPED_TAG]}", "info"))
     return found
+
+
+def diagnosis_panel(run_id: str, findings: Sequence[Mapping[str, Any]], failed: bool = False) -> list[Any]:
+    """The findings of `analysis.diagnosis`, most important first, cause first: what it is, the evidence (each
+    piece at a layer and step linked to the layers view there), what to change and the runs that already did."""
+    if failed:
+        return [message("the diagnosis could not be computed from this run's curves and diagnostics", "warning")]
+    if not findings:
+        return [html.P("no finding: the run has no finite errors or diagnostics to read yet")]
+    items = []
+    for rank, finding in enumerate(findings, 1):
+        evidence = [html.Li([item["text"], *_layers_link(run_id, item)]) for item in finding["evidence"]]
+        actions = [html.Li(html.Code(action["text"])) for action in finding["actions"]]
+        tried = [html.Li([run_link(t["run_id"]), ": ", t["text"]]) for t in finding["tried"]]
+        items.append(html.Li([
+            html.Span(finding["severity"], className="badge",
+                      style={"background": SEVERITY_COLORS.get(finding["severity"], "#6e7781")}),
+            " ", html.Strong(finding["title"]), html.Span(f" ({finding['cause']})", className="muted"),
+            html.P(finding["summary"]),
+            html.Div([html.Span("evidence", className="muted"), html.Ul(evidence)]) if evidence else None,
+            html.Div([html.Span("change", className="muted"), html.Ul(actions)]) if actions else None,
+            html.Div([html.Span("tried beside it", className="muted"), html.Ul(tried)]) if tried else None,
+        ], className="finding", **{"data-cause": finding["cause"], "data-rank": str(rank)}))
+    return [html.Ol(items, className="findings")]
+
+
+def _layers_link(run_id: str, evidence: Mapping[str, Any]) -> list[Any]:
+    """ · at layer L, step S: a link to the layers view there, for evidence that names a layer or a step."""
+    if evidence.get("layer") is None and evidence.get("step") is None:
+        return []
+    query = {"kind": evidence.get("kind"), "layer": evidence.get("layer"), "at": evidence.get("step")}
+    text = " ".join(f"{name} {value}" for name, value in (("layer", evidence.get("layer")),
+                                                          ("step", evidence.get("step"))) if value is not None)
+    href = f"/layers/{run_id}?" + urlencode({k: v for k, v in query.items() if v is not None})
+    return [" · ", dcc.Link(f"see {text} in the layers view", href=href)]
 
 
 def bias_variance_panel(report: Mapping[str, Any]) -> list[Any]:
@@ -191,6 +231,14 @@ def numbers_text(quantity: str, values: Mapping[str, float], threshold: float | 
 
 def _g(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def _findings(reader: CachedReader, run: Run) -> list[Finding] | None:
+    """The run's diagnosis, once per state of the run; None when it cannot be computed."""
+    try:
+        return reader.findings(run)
+    except Exception:  # unreadable diagnostics must not take the curves and the verdict down with them
+        return None
 
 
 def _flags(reader: CachedReader, run: Run) -> list[Flag] | None:

@@ -71,22 +71,23 @@ def content(reader: CachedReader, args: dict[str, str], values: dict[str, Any]) 
                                "every number is drawn on a linear axis", "warning"))
     report = None
     try:
-        # flags of each trial's last snapshot: a table of hundreds of trials cannot read every history
+        # `fitlens report`'s own: kept by a finished sweep, else computed from each trial's cached evidence
         report = reader.kept(parent_id, "report") or reader.cached(
             "sweep_report", reader.key(parent), lambda: gather_sweep_report(
-                reader.client, parent, reader.trial_runs(parent_id), every_snapshot=False, trials=trials,
-                sweep=reader.sweep(parent_id)))
+                reader.client, parent, reader.trial_runs(parent_id), trials=trials, sweep=reader.sweep(parent_id),
+                evidence=lambda run, _row: reader.evidence(run, trials)))
     except Exception as err:
         notices.append(message(f"the sweep report could not be computed ({type(err).__name__}: {err}); "
                                "importance, flags and the refined space are missing", "warning"))
     settings = searched_settings(trials)
     flags = {t["run_id"]: sorted({f["name"] for f in t["flags"]}) for t in (report or {}).get("trials", [])}
+    causes = {t["run_id"]: t.get("primary_cause") for t in (report or {}).get("trials", [])}
     best_id = (report or {}).get("best_run_id")
     color_by = values.get("color_by")
     return html.Div([
         *notices,
         section("Summary", summary(trials, report)),
-        section("Trials", runs_table(trials, settings, flags, best_id)),
+        section("Trials", runs_table(trials, settings, flags, best_id, causes)),
         section("Dev error across the searched settings",
                 html.P("Each line is a trial, coloured by its dev error (yellow: the lowest); hover a line for "
                        "the trial. Settings searched log-uniformly are drawn as log10. To keep a range of a "
@@ -138,12 +139,13 @@ def summary(trials: pd.DataFrame, report: Mapping[str, Any] | None) -> Any:
 
 
 def runs_table(trials: pd.DataFrame, settings: list[str], flags: Mapping[str, list[str]],
-               best_id: str | None) -> dash_table.DataTable:
+               best_id: str | None, causes: Mapping[str, str | None] | None = None) -> dash_table.DataTable:
     """The trials, filterable and sortable: name (a link to the run), status, each searched setting, the errors,
     verdict, stopped early (the scheduler's reason as tooltip), diverged, health flags, a link to its layers."""
     percent = FormatTemplate.percentage(1)
     columns = [{"id": "trial", "name": "trial", "presentation": "markdown"},
-               {"id": "best", "name": "best"}, {"id": "status", "name": "status"}]
+               {"id": "best", "name": "best"}, {"id": "status", "name": "status"},
+               {"id": "cause", "name": "cause (first finding)"}]
     columns += [{"id": s, "name": s, "type": "numeric", "format": SETTING_FORMAT} if _numeric(trials[s])
                 else {"id": s, "name": s, "type": "text"} for s in settings]
     columns += [{"id": c, "name": c, "type": "numeric", "format": percent} for c in ERROR_COLUMNS]
@@ -161,6 +163,7 @@ def runs_table(trials: pd.DataFrame, settings: list[str], flags: Mapping[str, li
             "trial": f"[{markdown_text(row.get('run_name') or run_id)}](/run/{run_id})",
             "best": "best" if run_id == best_id else "",
             "status": str(row.get("status")),
+            "cause": str((causes or {}).get(run_id) or "").replace("_", " "),
             **{s: _cell(row.get(s)) for s in settings},
             "train error": train, "dev error": dev,
             "avoidable bias": None if train is None else train - reference,
