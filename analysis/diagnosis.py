@@ -19,6 +19,7 @@ Pure: the frames come from `tracking.reader` (`analysis.gather` collects them).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,11 +29,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.bias_variance import Diagnosis, diagnose, pct, points
-from analysis.health import Flag, depth_order
+from analysis.health import HEALTH_STATS, Flag, depth_order
 from analysis.thresholds import DEFAULT, Thresholds
 from analysis.values import finite_or_none, setting_text
 from tracking.gradcheck_verdict import gradcheck_verdict
 
+# The diagnostics statistics the diagnosis reads: the health flags' and the mean, min and max (a softmax's outputs).
+DIAGNOSIS_STATS = (*HEALTH_STATS, "mean", "min", "max")
 Severity = str  # "error" (it holds at the end of training), "warning" (it held, or it may matter), "info"
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
@@ -40,11 +43,12 @@ SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 @dataclass(frozen=True)
 class Cause:
     """A cause in the diagnosis's vocabulary: which question of the reading order it answers (1: can the network
-    learn at all; 2: what holds the training error up; 3: the variance; 4: what the error rate hides) and its
-    title."""
+    learn at all; 2: what holds the training error up; 3: the variance; 4: what the error rate hides), its title,
+    and whether it is a symptom (what a root cause does, read after the causes of its stage)."""
 
     stage: int
     title: str
+    symptom: bool = False
 
 
 CAUSES: dict[str, Cause] = {
@@ -59,29 +63,30 @@ CAUSES: dict[str, Cause] = {
     "learning_rate_too_low": Cause(1, "the learning rate is too low: the weights barely move"),
     "lr_decayed_too_fast": Cause(1, "the learning-rate schedule decays to nothing"),
     "inputs_not_normalized": Cause(1, "the inputs are not normalized"),
-    "vanishing_gradients": Cause(1, "vanishing gradients"),
-    "exploding_gradients": Cause(1, "exploding gradients"),
-    "saturated_units": Cause(1, "saturated tanh / sigmoid units"),
-    "dead_units": Cause(1, "dead ReLU units"),
+    "vanishing_gradients": Cause(1, "vanishing gradients", symptom=True),
+    "exploding_gradients": Cause(1, "exploding gradients", symptom=True),
+    "saturated_units": Cause(1, "saturated tanh / sigmoid units", symptom=True),
+    "dead_units": Cause(1, "dead ReLU units", symptom=True),
     "loss_on_probabilities": Cause(1, "the loss is computed on probabilities (softmax before the cross-entropy)"),
     "labels_unrelated": Cause(1, "the labels do not depend on the inputs the network sees"),
-    "learned_nothing": Cause(1, "the network learned nothing: its error is at chance"),
+    "learned_nothing": Cause(1, "the network learned nothing: its error is at chance", symptom=True),
     "class_imbalance": Cause(1, "an imbalanced training set: the network predicts the majority class"),
     # 2. What holds the training error up?
     "over_regularized": Cause(2, "too much regularization holds the training error up"),
-    "plateau": Cause(2, "the training loss has stalled on a plateau"),
-    "undertrained": Cause(2, "training stopped while the dev error was still falling"),
+    "plateau": Cause(2, "the training loss has stalled on a plateau", symptom=True),
     "batch_too_small": Cause(2, "a mini-batch so small that the gradient is mostly noise"),
     "batch_too_large": Cause(2, "full-batch gradient descent: one step per epoch"),
+    "undertrained": Cause(2, "training stopped while the dev error was still falling"),
     "high_bias": Cause(2, "high bias: the network does not fit its training set"),
     # 3. Variance.
+    "label_noise": Cause(3, "the network memorizes noisy labels (or its training error is at their noise rate)"),
     "overtrained": Cause(3, "training went on long after the dev error's minimum"),
     "high_variance": Cause(3, "high variance: the network does not generalize from its training set"),
     # 4. What the error rate hides.
-    "label_noise": Cause(4, "the training error is at the labels' noise rate"),
     "minority_class": Cause(4, "a small minority class that the error rate hides"),
     "good_fit": Cause(4, "low bias and low variance"),
 }
+CAUSE_ORDER = {name: i for i, name in enumerate(CAUSES)}
 VERDICT_CAUSES = {"high_bias": ("high_bias",), "high_variance": ("high_variance",),
                   "high_bias_high_variance": ("high_bias", "high_variance"), "good_fit": ("good_fit",)}
 
@@ -133,6 +138,12 @@ class Finding:
     @property
     def stage(self) -> int:
         return CAUSES[self.cause].stage
+
+    def ranked(self) -> tuple:
+        """The reading order: errors first; then the question it answers; root causes before their symptoms; the
+        vocabulary's order (a root before what it explains); the strength of the evidence."""
+        cause = CAUSES[self.cause]
+        return (SEVERITY_ORDER[self.severity], cause.stage, cause.symptom, CAUSE_ORDER[self.cause], -self.strength)
 
 
 @dataclass(frozen=True)
@@ -304,9 +315,14 @@ def _symmetry(e: RunEvidence, t: Thresholds) -> Finding | None:
 def _init_scale(e: RunEvidence, t: Thresholds) -> Finding | None:
     """The activations' spread over depth at the first snapshot (the initialization check), as SageMaker's
     PoorWeightInitialization: a variance ratio over the layers past `depth_variance_ratio`, or saturation."""
-    stds = {layer: v for layer, v in _at_step(e, "act", "std").items() if math.isfinite(v)}
-    if len(stds) < 2:
-        return None
+    small = _small_preactivations(e, t)
+    if small is not None:
+        return small
+    probabilities = _probability_layer(e)
+    stds = {layer: v for layer, v in _at_step(e, "act", "std").items() if math.isfinite(v) and layer != probabilities}
+    if len(stds) < 2 or not any(v > 0 for v in stds.values()):
+        return None  # no signal at all: identical (zero) units, which `_symmetry` names
+    stds = _without_dropout_scaling(e, stds)
     layers = list(stds)
     first, last = stds[layers[0]], stds[layers[-1]]
     step = int(e.diagnostics[e.diagnostics["stat"] == "std"]["step"].min())
@@ -331,6 +347,59 @@ def _init_scale(e: RunEvidence, t: Thresholds) -> Finding | None:
     return Finding(cause, "error", _log_strength(ratio, t.depth_variance_ratio) if ratio < math.inf else 1.0, text,
                    (Evidence(f"activation std by layer at step {step}", step, layers[-1] if not grows else layers[0],
                              "act", values),), (_init_action(e),))
+
+
+def _small_preactivations(e: RunEvidence, t: Thresholds) -> Finding | None:
+    """Every hidden layer's pre-activation z = Wa + b far below unit scale at initialization: the units sit in the
+    linear middle of their activation (a deep sigmoid network multiplies its gradient by <= 0.25 per layer), and
+    the signal's variation from example to example is lost. Needs the pre-activation kind (default preset)."""
+    preacts = {k: v for k, v in _at_step(e, "preact", "std").items() if math.isfinite(v)}
+    if len(preacts) < 2 or not all(0 < v < t.init_preact_low for v in preacts.values()):
+        return None
+    step = int(e.diagnostics[e.diagnostics["kind"] == "preact"]["step"].min())
+    largest = max(preacts.values())
+    return Finding("init_too_small", "error", _log_strength(t.init_preact_low / largest, 1.0),
+                   f"At initialization (step {step}) every hidden layer's pre-activation std is below "
+                   f"{t.init_preact_low:g} (at most {largest:.3g}): the weights are too small for the layers' fan-in, "
+                   "so the units see almost no signal, and the gradients shrink layer by layer.",
+                   (Evidence(f"pre-activation std by layer at step {step}", step, next(iter(preacts)), "preact",
+                             {k: float(v) for k, v in preacts.items()}),), (_init_action(e),))
+
+
+def _without_dropout_scaling(e: RunEvidence, stds: dict[str, float]) -> dict[str, float]:
+    """The activation std of each hidden layer as it would be without inverted dropout before it: dropping with
+    keep_prob p and dividing by p raises the next layer's input variance by 1/p, so the layers' spread at a
+    training-mode snapshot grows with depth though the weights are fine. Layer i is scaled back by the product of
+    sqrt(p) of the layers before it (and of the input's keep_prob)."""
+    keep = e.setting("model.keep_prob", 1.0)
+    keeps = list(keep) if isinstance(keep, list) else [keep] * len(stds)
+    factor = math.sqrt(finite_or_none(e.setting("model.input_keep_prob", 1.0)) or 1.0)
+    scaled = {}
+    for i, (layer, std) in enumerate(stds.items()):
+        scaled[layer] = std * factor
+        p = finite_or_none(keeps[i]) if i < len(keeps) else 1.0
+        factor *= math.sqrt(p if p and 0 < p <= 1 else 1.0)
+    return scaled
+
+
+def _probability_layer(e: RunEvidence) -> str | None:
+    """The network's last activation layer when it outputs probabilities (each in [0, 1], averaging exactly 1/K:
+    a softmax), else None."""
+    k = finite_or_none(e.row.get("n_classes"))
+    d = e.diagnostics
+    if k is None or k < 2 or d.empty:
+        return None
+    acts = d[d["kind"] == "act"]
+    if acts.empty:
+        return None
+    last = depth_order(sorted(set(acts["layer"])))[-1]
+    rows = acts[acts["layer"] == last]
+    low, high = rows[rows["stat"] == "min"]["value"], rows[rows["stat"] == "max"]["value"]
+    mean = rows[rows["stat"] == "mean"]["value"]
+    if low.empty or high.empty or mean.empty:
+        return None
+    ok = low.min() >= 0 and high.max() <= 1 and np.allclose(mean.to_numpy(dtype=float), 1 / k, atol=1e-5)
+    return last if ok else None
 
 
 def _no_gradient(e: RunEvidence, t: Thresholds) -> Finding | None:
@@ -361,51 +430,112 @@ def _loss_trend(e: RunEvidence) -> tuple[np.ndarray, np.ndarray]:
     return loss[np.isfinite(loss)], e.curve_steps("train/loss")
 
 
+def _weight_norms(e: RunEvidence) -> pd.Series:
+    """The total weight norm sqrt(sum over layers of ||W||^2) per snapshot step."""
+    d = e.diagnostics
+    if d.empty:
+        return pd.Series(dtype=float)
+    w = d[(d["kind"] == "weight") & (d["stat"] == "norm")]
+    return w.groupby("step")["value"].apply(lambda v: float(np.sqrt(np.sum(np.square(v))))).sort_index()
+
+
+def _update_ratios(e: RunEvidence) -> pd.Series:
+    """The median update-to-weight ratio over the layers per snapshot step (layers whose weights are all 0, where
+    the ratio is infinite, left out)."""
+    d = e.diagnostics
+    if d.empty:
+        return pd.Series(dtype=float)
+    u = d[(d["kind"] == "update") & (d["stat"] == "update_ratio")]
+    u = u[u["value"].astype(float) < 1e300]  # a layer whose weights are all 0 has an infinite ratio
+    return u.groupby("step")["value"].median().sort_index()
+
+
+def _first_epoch_steps(e: RunEvidence) -> int:
+    """The number of steps of the first epoch (the step of the first epoch's point), 1 when unknown."""
+    steps = e.curve_steps("train/loss")
+    return int(steps[0]) if len(steps) else 1
+
+
+def _high_bias(e: RunEvidence, t: Thresholds) -> bool:
+    diagnosis = _diagnosis(e, t)
+    return diagnosis is not None and diagnosis.avoidable_bias > t.high_bias
+
+
 def _lr_too_high(e: RunEvidence, t: Thresholds) -> Finding | None:
+    """Steps that overshoot: the first steps change the weights by far more than ~1e-3 of their size, the weights
+    grow several times over, or the loss rises and oscillates (or ends worse than predicting uniformly), while the
+    network does not fit its training set."""
+    if not _high_bias(e, t):
+        return None
     evidence: list[Evidence] = []
     strength = 0.0
-    flag = e.flag("learning_rate_too_high")
-    if flag is not None:
-        median = flag.extra.get("median_update_ratio", math.nan)
-        evidence.append(Evidence(f"median update-to-weight ratio {median:.3g} at step {flag.step} (healthy ~1e-3)",
-                                 flag.step, flag.layer, "update", {"median_update_ratio": float(median)}))
-        strength = max(strength, _log_strength(median, t.update_ratio_high))
+    ratios = _update_ratios(e)
+    # The first step's ratio, at step 0 itself (a zero-initialized layer has no ratio there, and one step later its
+    # weights are that step: a ratio of ~1 that says nothing about the learning rate).
+    if len(ratios) and ratios.index[0] == 0 and ratios.iloc[0] > t.update_ratio_early:
+        first = float(ratios.iloc[0])
+        evidence.append(Evidence(f"the first step changed the weights by {first:.2g} of their size (median over the "
+                                 "layers; ~1e-3 is healthy)", int(ratios.index[0]), None, "update",
+                                 {"update_ratio": first}))
+        strength = max(strength, _log_strength(first, t.update_ratio_early))
+    norms = _weight_norms(e)
+    if len(norms) >= 2 and norms.iloc[0] > 0 and norms.iloc[-1] / norms.iloc[0] > t.weight_growth:
+        growth = float(norms.iloc[-1] / norms.iloc[0])
+        evidence.append(Evidence(f"the weights' norm grew {growth:.3g}-fold, {norms.iloc[0]:.3g} -> "
+                                 f"{norms.iloc[-1]:.3g} by step {int(norms.index[-1])}", int(norms.index[-1]), None,
+                                 "weight",
+                                 {"first": float(norms.iloc[0]), "last": float(norms.iloc[-1])}))
+        strength = max(strength, _clip(math.log10(growth)))
     loss, _ = _loss_trend(e)
+    k = finite_or_none(e.row.get("n_classes"))
     if len(loss) >= 3:
         best = float(np.min(loss))
         rise = (loss[-1] - best) / best if best > 0 else 0.0
         rises = float(np.mean(np.diff(loss) > 0))
-        if rise > t.loss_rise:
+        stuck = loss[-1] > 0.5 * loss[0]  # a loss that fell far, then rose a little, is noise, not overshooting
+        if stuck and rise > t.loss_rise:
             evidence.append(Evidence(f"the training loss ended at {loss[-1]:.4g}, {100 * rise:.0f}% above its best "
                                      f"epoch's {best:.4g}", None, None, None, {"last": float(loss[-1]), "best": best}))
             strength = max(strength, _clip(rise))
-        if len(loss) >= 4 and rises >= t.loss_oscillation and loss[-1] > 0.5 * loss[0]:
+        if stuck and len(loss) >= 4 and rises >= t.loss_oscillation:
             evidence.append(Evidence(f"the training loss rose in {100 * rises:.0f}% of the epochs (it oscillates)",
                                      None, None, None, {"fraction_of_epochs_rising": rises}))
             strength = max(strength, _clip(rises))
+        if k is not None and k >= 2 and loss[-1] > 1.02 * math.log(k) and len(evidence):
+            evidence.append(Evidence(f"the training loss ended at {loss[-1]:.4g}, worse than the {math.log(k):.4g} of "
+                                     "predicting every class equally", None, None, None, {"last": float(loss[-1])}))
     if not evidence:
         return None
     dead = e.flag("dead_units")
     if dead is not None:
         evidence.append(_flag_evidence(dead, "act"))
+    momentum = finite_or_none(e.setting("optim.momentum"))
+    actions = [_lr_action(e, 0.1, "a tenth; tune it on a log scale")]
+    if e.setting("optim.name") == "sgd" and momentum is not None and momentum > 0.95:
+        actions.append(_change("optim.momentum", momentum, 0.9, "momentum averages ~1/(1 - beta) steps"))
     return Finding("learning_rate_too_high", "error", max(strength, 0.3),
-                   "The learning rate is too high: the steps overshoot (the loss rises or oscillates, the weights "
-                   "change by far more than ~1e-3 of their size per step).", tuple(evidence),
-                   (_lr_action(e, 0.1, "a tenth; tune it on a log scale"),))
+                   "The steps overshoot: the learning rate (or momentum) is too high for this network.",
+                   tuple(evidence), tuple(actions))
 
 
 def _lr_too_low(e: RunEvidence, t: Thresholds) -> Finding | None:
-    flag = e.flag("learning_rate_too_low")
-    if flag is None:
+    """Steps too small to matter: after the first epoch the median update-to-weight ratio stays a decade or more
+    below ~1e-3, while the network does not fit its training set."""
+    if not _high_bias(e, t):
         return None
-    median = flag.extra.get("median_update_ratio", math.nan)
-    return Finding("learning_rate_too_low", "error" if flag.severity == "error" else "warning",
-                   _log_strength(median, t.update_ratio_low),
-                   f"The weights barely move: a median update-to-weight ratio of {median:.2g} per step, against ~1e-3 "
-                   "for a healthy rate.",
-                   (Evidence(f"median update-to-weight ratio {median:.2g} from step {flag.step}", flag.step, flag.layer,
-                             "update", {"median_update_ratio": float(median)}),),
-                   (_lr_action(e, 100.0 if median < 1e-7 else 10.0, "tune it on a log scale"),))
+    ratios = _update_ratios(e)
+    later = ratios[ratios.index >= _first_epoch_steps(e)]
+    if not len(later):
+        return None
+    median = float(later.median())
+    if not 0 < median < t.lr_low_ratio:
+        return None
+    return Finding("learning_rate_too_low", "error", _log_strength(median, t.lr_low_ratio),
+                   f"The weights barely move: after the first epoch each step changes them by {median:.2g} of their "
+                   "size (median), against ~1e-3 for a healthy learning rate.",
+                   (Evidence(f"median update-to-weight ratio {median:.2g} from step {int(later.index[0])}",
+                             int(later.index[0]), None, "update", {"median_update_ratio": median}),),
+                   (_lr_action(e, 100.0 if median < 1e-6 else 10.0, "tune it on a log scale"),))
 
 
 def _lr_decayed(e: RunEvidence, t: Thresholds) -> Finding | None:
@@ -451,11 +581,17 @@ def _inputs_not_normalized(e: RunEvidence, t: Thresholds) -> Finding | None:
 
 
 def _signal(name: str, cause: str, kind: str, action: Callable[[RunEvidence], Action]) -> Detector:
+    """A health flag read as a symptom: an error while it held at the end of training, a warning when training got
+    out of it, information only when it held within the first epoch alone (the first steps after a zero or small
+    initialization compare gradients with weights that are barely there)."""
     def detect(e: RunEvidence, t: Thresholds) -> Finding | None:
         flag = e.flag(name)
         if flag is None:
             return None
-        return Finding(cause, flag.severity, 0.5 if flag.severity == "warning" else 0.8, flag.explanation,
+        severity = flag.severity
+        if severity == "warning" and flag.last_step is not None and flag.last_step < _first_epoch_steps(e):
+            severity = "info"
+        return Finding(cause, severity, 0.5 if severity != "error" else 0.8, flag.explanation,
                        (_flag_evidence(flag, kind),), (action(e),))
     return detect
 
@@ -465,23 +601,27 @@ def _leaky(e: RunEvidence) -> Action:
 
 
 def _loss_on_probabilities(e: RunEvidence, t: Thresholds) -> Finding | None:
-    k = finite_or_none(e.row.get("n_classes"))
+    """The network's last activation is a softmax (`_probability_layer`): it hands probabilities to the
+    cross-entropy, which applies its own softmax. The loss is then squashed into [log(1 + (K - 1)/e), log K] and
+    its gradient with it."""
+    last = _probability_layer(e)
+    if last is None:
+        return None
+    k = int(e.row["n_classes"])
+    rows = e.diagnostics[(e.diagnostics["kind"] == "act") & (e.diagnostics["layer"] == last)]
+    first = int(rows["step"].min())
+    at = {stat: float(rows[(rows["stat"] == stat) & (rows["step"] == first)]["value"].iloc[0])
+          for stat in ("min", "max", "mean")}
+    floor = math.log(1 + (k - 1) / math.e)
     loss, _ = _loss_trend(e)
-    train = finite_or_none(e.row.get("train_error"))
-    chance = chance_error(e)
-    if k is None or k < 2 or not len(loss) or train is None or chance is None:
-        return None
-    floor = math.log(1 + (k - 1) / math.e)  # the cross-entropy of softmax(softmax(z)) cannot go below this
-    best = float(np.min(loss))
-    if not (train <= 0.5 * chance and best >= 0.98 * floor):
-        return None
+    best = float(np.min(loss)) if len(loss) else math.nan
     return Finding("loss_on_probabilities", "error", 1.0,
-                   f"The training loss never fell below {best:.3g} though the network gets {pct(1 - train)} of its "
-                   f"training set right: a cross-entropy of logits would be far lower. {floor:.3g} is the lowest the "
-                   f"cross-entropy of probabilities can reach with {int(k)} classes: a softmax is applied before the "
-                   "loss, which takes one itself, and the gradient is squashed.",
-                   (Evidence(f"lowest training loss {best:.4g} >= {floor:.4g} at train error {pct(train)}", None, None,
-                             None, {"best_loss": best, "floor": floor, "train_error": train}),),
+                   f"The network's last layer ({last}) outputs probabilities (each in [0, 1], averaging 1/{k}), and "
+                   f"the cross-entropy applies a softmax of its own: the loss cannot fall below {floor:.3g} (its "
+                   f"lowest here: {best:.3g}) and its gradient is squashed.",
+                   (Evidence(f"the outputs of {last} at step {first}: min {at['min']:.3g}, max {at['max']:.3g}, mean "
+                             f"{at['mean']:.4g} = 1/{k}", first, last, "act",
+                             {**at, "best_loss": best, "floor": floor}),),
                    (Action(None, None, None, "pass the logits to the cross-entropy (remove the softmax before it)"),))
 
 
@@ -550,6 +690,8 @@ def _over_regularized(e: RunEvidence, t: Thresholds) -> Finding | None:
     actions: list[Action] = []
     tried: list[Tried] = []
     cost, loss = e.curve("train/cost"), e.curve("train/loss")
+    norms = _weight_norms(e)
+    shrink = float(norms.iloc[-1] / norms.iloc[0]) if len(norms) >= 2 and norms.iloc[0] > 0 else None
     for setting in ("reg.l2", "reg.l1", "optim.weight_decay"):
         lam = finite_or_none(e.setting(setting))
         if not lam:
@@ -558,11 +700,17 @@ def _over_regularized(e: RunEvidence, t: Thresholds) -> Finding | None:
         share = None
         if setting != "optim.weight_decay" and len(cost) and len(loss) and cost[-1] > 0:
             share = float((cost[-1] - loss[-1]) / cost[-1])
-        if (share is not None and share > t.penalty_share) or less:
-            if share is not None:
+        shrunk = shrink is not None and shrink < t.weight_shrink
+        if (share is not None and share > t.penalty_share) or shrunk or less:
+            if share is not None and share > t.penalty_share:
                 evidence.append(Evidence(f"the L2/L1 terms are {100 * share:.0f}% of the cost J at the last epoch "
                                          f"({setting} = {setting_text(lam)})", None, None, None,
                                          {"penalty_share": share}))
+            if shrunk:
+                evidence.append(Evidence(f"{setting} = {setting_text(lam)} shrank the weights' norm to "
+                                         f"{100 * shrink:.0f}% of its initial {norms.iloc[0]:.3g} by step "
+                                         f"{int(norms.index[-1])}", int(norms.index[-1]), None, "weight",
+                                         {"first": float(norms.iloc[0]), "last": float(norms.iloc[-1])}))
             actions.append(_change(setting, lam, _scaled(lam, 0.1), "a tenth"))
             tried += less
     for setting in ("model.keep_prob", "model.input_keep_prob", "model.dropconnect_keep_prob"):
@@ -591,38 +739,46 @@ def _epochs(e: RunEvidence) -> int:
 
 
 def _overtrained(e: RunEvidence, t: Thresholds) -> Finding | None:
+    """Epochs spent after the dev error's best, without early stopping: the dev error came within
+    `overtrained_gap` / 2 of its minimum before `overtrained_at` of the epochs, and ended worse or no better."""
     dev = e.curve("dev/error")
     dev = dev[np.isfinite(dev)]
     if len(dev) < 5 or e.setting("train.early_stopping") is True:
         return None
-    best = int(np.argmin(dev))
-    if dev[-1] - dev[best] <= t.overtrained_gap or best + 1 > t.overtrained_at * len(dev):
+    minimum = float(np.min(dev))
+    if dev[0] - minimum <= t.overtrained_gap:
+        return None  # a flat dev error: nothing was learned to overfit after
+    reached = int(np.argmax(dev <= minimum + t.overtrained_gap / 2))  # the first epoch near the minimum
+    if reached + 1 > t.overtrained_at * len(dev):
         return None
-    return Finding("overtrained", "warning", _clip((dev[-1] - dev[best]) / 0.1),
-                   f"The dev error was lowest at epoch {best + 1} of {len(dev)} ({pct(dev[best])}) and ended at "
-                   f"{pct(dev[-1])}: the epochs after the minimum fit the training set's noise. fitlens kept the "
-                   "minimum's weights; early stopping would also have saved the rest of the training.",
-                   (Evidence(f"dev error {pct(dev[best])} at epoch {best + 1}, {pct(dev[-1])} at epoch {len(dev)}",
-                             None, None, None,
-                             {"best": float(dev[best]), "last": float(dev[-1]), "best_epoch": best + 1}),),
+    return Finding("overtrained", "warning", _clip(1 - (reached + 1) / len(dev)),
+                   f"The dev error was within {points(t.overtrained_gap / 2)} of its best ({pct(minimum)}) by epoch "
+                   f"{reached + 1} of {len(dev)} and ended at {pct(dev[-1])}: the epochs after that only fit the "
+                   "training set more closely. fitlens kept the best epoch's weights; early stopping would also "
+                   "have saved the rest of the training.",
+                   (Evidence(f"dev error {pct(dev[reached])} at epoch {reached + 1}, best {pct(minimum)}, "
+                             f"{pct(dev[-1])} at epoch {len(dev)}", None, None, None,
+                             {"best": minimum, "last": float(dev[-1]), "reached_epoch": reached + 1}),),
                    (_change("train.early_stopping", e.setting("train.early_stopping"), True,
-                            f"with patience about {max(2, (len(dev) - best) // 2)} epochs"),))
+                            f"with patience about {max(2, (len(dev) - reached) // 4)} epochs"),))
 
 
 def _undertrained(e: RunEvidence, t: Thresholds) -> Finding | None:
+    """Training stopped by max_epochs while the dev error was still falling: it fell by more than
+    `still_improving` over the last half of the epochs and its last epoch is (nearly) its best."""
     dev = e.curve("dev/error")
     dev = dev[np.isfinite(dev)]
     epochs = finite_or_none(e.setting("train.max_epochs"))
     if len(dev) < 4 or epochs is None or len(dev) < epochs:
         return None  # early stopping ended it, or it failed
-    quarter = max(1, len(dev) // 4)
-    drop = float(dev[-quarter - 1] - dev[-1])
-    if drop <= t.still_improving or dev[-1] > np.min(dev) + 1e-12:
+    half = len(dev) // 2
+    drop = float(dev[-half - 1] - dev[-1])
+    if drop <= t.still_improving or dev[-1] > np.min(dev) + t.still_improving / 2:
         return None
     return Finding("undertrained", "warning", _clip(drop / 0.05),
                    f"The dev error was still falling when training stopped at max_epochs = {int(epochs)}: "
-                   f"{pct(dev[-quarter - 1])} -> {pct(dev[-1])} over the last {quarter} epoch(s).",
-                   (Evidence(f"dev error {pct(dev[-quarter - 1])} -> {pct(dev[-1])} over the last {quarter} epochs",
+                   f"{pct(dev[-half - 1])} -> {pct(dev[-1])} over the last {half} epochs.",
+                   (Evidence(f"dev error {pct(dev[-half - 1])} -> {pct(dev[-1])} over the last {half} epochs",
                              None, None, None, {"drop": drop}),),
                    (_change("train.max_epochs", int(epochs), int(epochs) * 2, "with early stopping on"),))
 
@@ -713,14 +869,26 @@ DETECTORS: tuple[Detector, ...] = (
 )
 # Symptoms a root cause explains: when the cause is found, its symptom's own finding is folded into it.
 EXPLAINED_BY = {
+    "learning_rate_too_high": ("init_too_small", "symmetry", "over_regularized", "lr_decayed_too_fast",
+                               "inputs_not_normalized", "loss_on_probabilities", "labels_unrelated"),
+    "learning_rate_too_low": ("lr_decayed_too_fast", "symmetry", "init_too_small", "no_gradient",
+                              "loss_on_probabilities"),
+    "high_variance": ("label_noise",),
     "vanishing_gradients": ("symmetry", "init_too_small", "no_gradient", "lr_decayed_too_fast",
-                            "learning_rate_too_low"),
-    "exploding_gradients": ("init_too_large", "learning_rate_too_high", "diverged"),
+                            "learning_rate_too_low", "learning_rate_too_high", "diverged"),
+    "init_too_large": ("symmetry",),
+    "exploding_gradients": ("init_too_large", "learning_rate_too_high", "diverged", "inputs_not_normalized",
+                            "over_regularized"),
     "saturated_units": ("init_too_large", "inputs_not_normalized"),
-    "dead_units": ("learning_rate_too_high", "symmetry", "init_too_small", "diverged"),
+    "dead_units": ("learning_rate_too_high", "symmetry", "init_too_small", "diverged", "inputs_not_normalized",
+                   "over_regularized", "batch_too_small", "labels_unrelated"),
+    "init_too_small": ("symmetry",),
+    "no_gradient": ("symmetry",),
     "learned_nothing": ("symmetry", "init_too_small", "init_too_large", "learning_rate_too_high",
-                        "learning_rate_too_low", "diverged", "lr_decayed_too_fast", "loss_on_probabilities"),
-    "plateau": ("lr_decayed_too_fast", "learning_rate_too_low", "over_regularized", "symmetry", "init_too_small"),
+                        "learning_rate_too_low", "diverged", "lr_decayed_too_fast", "loss_on_probabilities",
+                        "inputs_not_normalized", "no_gradient", "over_regularized"),
+    "plateau": ("lr_decayed_too_fast", "learning_rate_too_low", "learning_rate_too_high", "over_regularized",
+                "symmetry", "init_too_small", "learned_nothing"),
     "high_bias": ("over_regularized",),
 }
 
@@ -730,17 +898,23 @@ EXPLAINED_BY = {
 
 
 def diagnose_run(evidence: RunEvidence, thresholds: Thresholds = DEFAULT) -> list[Finding]:
-    """The findings of one run, most important first: the reading order's stage (can it learn at all, what holds
-    the training error up, the variance, what the error hides), then severity, then strength. A symptom whose
-    root cause is found (vanishing gradients under identical units, say) is left out, its evidence kept by the
-    cause. The bias/variance verdict is one finding among them (`verdict_finding`)."""
+    """The findings of one run, most important first (`Finding.ranked`): errors before warnings, then the reading
+    order's question (can it learn at all, what holds the training error up, the variance, what the error hides),
+    root causes before symptoms. A symptom whose root cause is found (vanishing gradients under identical units,
+    say) is left out. While an earlier question has an error (the network cannot learn, say), the findings of the
+    later questions are information only. The bias/variance verdict is one finding among them (`verdict_findings`)."""
     found = [f for detect in DETECTORS if (f := detect(evidence, thresholds)) is not None]
     causes = {f.cause for f in found}
     verdict = verdict_findings(evidence, thresholds)
     found += [f for f in verdict if f.cause not in causes]
     causes = {f.cause for f in found}
     kept = [f for f in found if not any(cause in causes for cause in EXPLAINED_BY.get(f.cause, ()))]
-    return sorted(kept, key=lambda f: (f.stage, SEVERITY_ORDER[f.severity], -f.strength))
+    first_error = min((f.stage for f in kept if f.severity == "error"), default=None)
+    if first_error is not None:
+        # An earlier question holds (the network cannot learn, or a regularizer holds it back): what the later
+        # questions say (train longer, regularize more, the verdict) is no advice yet. It stays, as information.
+        kept = [f if f.stage <= first_error else dataclasses.replace(f, severity="info") for f in kept]
+    return sorted(kept, key=Finding.ranked)
 
 
 def verdict_findings(e: RunEvidence, t: Thresholds = DEFAULT) -> list[Finding]:

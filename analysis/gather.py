@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analysis.diagnosis import RunEvidence, diagnose_run
-from analysis.health import HEALTH_STATS, health_flags
+from analysis.diagnosis import DIAGNOSIS_STATS, RunEvidence, diagnose_run
+from analysis.health import health_flags
 from analysis.ranges import best_points, refined_space
 from analysis.report import run_report, sweep_report
 from analysis.thresholds import DEFAULT, Thresholds
@@ -58,7 +58,7 @@ def gather_evidence(client: MlflowClient, run: Run, row: Mapping[str, Any], sibl
     if curves is None:
         curves = reader.metric_history(client, run.info.run_id, [k for k in CURVE_KEYS if k in run.data.metrics])
     if diagnostics is None:
-        diagnostics = reader.diagnostics_frame(client, run, HEALTH_STATS)
+        diagnostics = reader.diagnostics_frame(client, run, DIAGNOSIS_STATS)
     loss = curves[curves["key"] == "train/loss"]
     flags = health_flags(diagnostics, loss[["step", "value"]], run.data.tags.get(DIVERGED_TAG), thresholds)
     gradcheck = reader.gradcheck_report(client, run) if run.data.tags.get(KIND_TAG) == KIND_GRADCHECK else None

@@ -112,8 +112,8 @@ def _nonfinite(s: Snapshot, t: Thresholds) -> Finding | None:
 
 def _grad_to_weight(s: Snapshot) -> dict[str, float]:
     grads, weights = s.get(("grad", "norm"), {}), s.get(("weight", "norm"), {})
-    return {layer: (g / weights[layer] if weights.get(layer) else (0.0 if g == 0 else math.inf))
-            for layer, g in grads.items() if layer in weights}
+    # A layer whose weights are all 0 (zero init, at its first steps) has no scale to compare its gradient with.
+    return {layer: g / weights[layer] for layer, g in grads.items() if weights.get(layer)}
 
 
 def _vanishing(s: Snapshot, t: Thresholds) -> Finding | None:

@@ -54,6 +54,16 @@ class Thresholds:
     # of thumb). Two decades away from it on either side flags the learning rate.
     update_ratio_low: float = 1e-5
     update_ratio_high: float = 1e-1
+    # The diagnosis's learning rate: the first step's median update-to-weight ratio above this is a rate too high
+    # (Adam's first steps move each weight by about lr, so this is 10x the default MLP's 0.07 at lr 1e-2); the
+    # weights' total norm growing more than this many times over training, too (the default MLP: 1.5x in 300
+    # steps; SGD at lr 0.5 with momentum 0.99: 25x). After the first epoch, a median ratio a decade below ~1e-3,
+    # while the training error stays high, is a rate too low (Adam at lr 1e-5 moves the default MLP's weights by 5e-5
+    # of their size a step and learns nothing in 10 epochs; a converging healthy run can get there at its end, but
+    # then it fits its training set).
+    update_ratio_early: float = 0.3
+    weight_growth: float = 3.0
+    lr_low_ratio: float = 1e-4
     # Training loss not falling: the best later epoch's loss improved on the first epoch's by less than
     # this fraction.
     loss_not_falling: float = 0.01
@@ -63,6 +73,9 @@ class Thresholds:
     # the depth: a 3-layer CNN whose std grows 0.86 -> 1.27 -> 1.54 (a factor 3.2 in variance) is healthy,
     # Xavier in a 6-layer ReLU MLP (0.5 per layer, 30x over the depth) is not.
     depth_variance_ratio: float = 10.0
+    # Every hidden layer's pre-activation std below this at initialization: weights too small for their fan-in
+    # (Xavier and He give ~1; std 0.01 in a 64-wide layer gives ~0.04-0.08).
+    init_preact_low: float = 0.1
 
     # --- the diagnosis's causes (`analysis.diagnosis`) ---------------------------------------------
     # An error this close to the chance level (1 - 1/K, or the majority class's error) has learned nothing:
@@ -80,17 +93,20 @@ class Thresholds:
     # Inputs whose std (as the network sees them) is off unit scale by more than this factor: unnormalized
     # features (a standardized input has std 1; raw pixel values 0-16 have ~6, breast-cancer features ~230).
     input_scale: float = 10.0
-    # The share of the cost J that the L2/L1 terms take at the last epoch, above which they hold training back.
+    # The share of the cost J that the L2/L1 terms take at the last epoch, above which they hold training back;
+    # or the weights' total norm shrunk below this fraction of its initial value (L2 of 300 on the default MLP:
+    # 11% after 300 steps; the same MLP without L2 grows to 150%).
     penalty_share: float = 0.3
+    weight_shrink: float = 0.3
     # A keep_prob at or below this is strong dropout (half of the units dropped, or more).
     strong_dropout: float = 0.5
     # A sibling that regularized less "did better" when its training error is lower by this much.
     sibling_better: float = 0.02
-    # Overtraining: the last epoch's dev error this far above its minimum, which came before this fraction of
-    # the epochs: early stopping would have kept the minimum and saved the rest.
+    # Overtraining: the dev error came within half of this of its minimum before this fraction of the epochs:
+    # early stopping would have kept the minimum and saved the rest.
     overtrained_gap: float = 0.02
     overtrained_at: float = 0.6
-    # Still improving: the dev error fell by more than this over the last quarter of the epochs.
+    # Still improving: the dev error fell by more than this over the last half of the epochs.
     still_improving: float = 0.01
     # A plateau: the training loss fell by less than this fraction over the last half of the epochs (4+ epochs)
     # while the avoidable bias is high.

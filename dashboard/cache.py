@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from analysis.diagnosis import Finding, RunEvidence, diagnose_run
+from analysis.diagnosis import DIAGNOSIS_STATS, Finding, RunEvidence, diagnose_run
 from analysis.gather import CURVE_KEYS, gather_evidence, kept_part
 from analysis.health import HEALTH_STATS, Flag
 from lightning_modules.config import ConfigError
@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracki
 
 # What the run and layers pages read of a run's diagnostics (flags, depth profile, percentile bands): fetched
 # together once, each view takes its own from them.
-PAGE_STATS = (*HEALTH_STATS, "mean", *PERCENTILE_NAMES)
+PAGE_STATS = (*DIAGNOSIS_STATS, *PERCENTILE_NAMES)
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")  # MLflow's run ids: uuid4 hex
 MAX_POINTS = 2000  # a curve longer than this is downsampled (evenly, first and last points kept)
 LIVE_SECONDS = 5.0  # how long a RUNNING run's cached data stays fresh
@@ -206,7 +206,7 @@ class CachedReader:
             others = self.siblings(run) if siblings is None else siblings
             curves = self.history(run.info.run_id, CURVE_KEYS)
             return gather_evidence(self.client, run, row, others, diagnostics=self.diagnostics(
-                run.info.run_id, HEALTH_STATS), curves=curves)
+                run.info.run_id, DIAGNOSIS_STATS), curves=curves)
         return self.cached("evidence", self.key(run), read)
 
     def flags(self, run: Run) -> list[Flag]:

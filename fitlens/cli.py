@@ -401,12 +401,17 @@ def _report(args: argparse.Namespace) -> int:
 
 def _diagnose(args: argparse.Namespace) -> int:
     from analysis.bias_variance import diagnose
+    from analysis.diagnosis import RunEvidence, finding_fields, primary_cause, verdict_findings
     from analysis.report import diagnosis_fields, format_report
 
     thresholds = _thresholds(args)
-    diagnosis = diagnose(_rate("--train-error", args.train_error), _rate("--dev-error", args.dev_error),
-                         _rate("--reference-error", args.reference_error), thresholds)
-    report = {**diagnosis_fields(diagnosis), "flags": [],
+    errors = {"train_error": _rate("--train-error", args.train_error),
+              "dev_error": _rate("--dev-error", args.dev_error),
+              "reference_error": _rate("--reference-error", args.reference_error)}
+    diagnosis = diagnose(errors["train_error"], errors["dev_error"], errors["reference_error"], thresholds)
+    findings = verdict_findings(RunEvidence(errors), thresholds)  # numbers only: the verdict is all there is to read
+    report = {**diagnosis_fields(diagnosis), "flags": [], "primary_cause": primary_cause(findings),
+              "findings": [finding_fields(f) for f in findings],
               "thresholds": {"high_bias": thresholds.high_bias, "high_variance": thresholds.high_variance}}
     print(json.dumps(report) if args.json else format_report(report))
     return 0

@@ -72,10 +72,11 @@ class SnapshotSchedule:
         return self.log_spaced and step < self.every and step & (step - 1) == 0
 
 
-# Modules whose output is an activation a = g(z); their input is the pre-activation z.
+# Modules whose output is an activation a = g(z); their input is the pre-activation z. A softmax is one too: a
+# network that ends in one hands probabilities to a loss that wants logits (the diagnosis reads its outputs).
 ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.Softplus, nn.Hardtanh,
-    ChannelMaxout,
+    nn.Softmax, ChannelMaxout,
 )
 SATURATING = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 
