@@ -10,6 +10,7 @@ import math
 # far below GREAT_BELOW.
 GREAT_BELOW = 1e-6
 WORRY_AT = 1e-3
+VERDICTS = ("great", "look closer", "worry")  # from the best to the worst
 
 
 def gradcheck_verdict(relative_difference: float) -> str:
@@ -17,3 +18,8 @@ def gradcheck_verdict(relative_difference: float) -> str:
     if not math.isfinite(relative_difference) or relative_difference >= WORRY_AT:
         return "worry"
     return "great" if relative_difference < GREAT_BELOW else "look closer"
+
+
+def worst_verdict(verdicts: list[str]) -> str:
+    """The worst of `verdicts` ("great" for none)."""
+    return max(verdicts, key=VERDICTS.index, default="great")

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from torch import Tensor, nn
 
 from fitlens.cli import main
-from lightning_modules.config import ConfigError, ModelConfig, OptimConfig, RegConfig
+from lightning_modules.config import ModelConfig, OptimConfig, RegConfig
 from lightning_modules.models import build_model
 from lightning_modules.module import FitModule
 from lightning_modules.regularization import l1_penalty, l2_penalty
@@ -259,15 +259,70 @@ def test_cli_json_report_equals_the_artifact(tmp_path) -> None:
     assert json.loads(Path(artifact).read_text()) == report
 
 
-def test_user_module_and_bad_arguments_exit_2_before_any_run(tmp_path, capsys) -> None:
+USER = ["module=tests.tracking.user_objects:LinearModule", "data.name=tests.tracking.user_objects:BlobsData"]
+
+
+def test_a_user_module_is_checked_on_its_own_parameters_and_loss(tmp_path) -> None:
+    """`module:` a LightningModule of the user's: J is what its training_step returns, theta its parameters, and
+    between the checks it trains with its own optimizer."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = main(["gradcheck", "--tracking-uri", uri, "module=tests.tracking.user_objects:LinearModule"])
+    report = run_gradcheck(load_config(None, [*USER, "experiment=user"]), steps=3, batch_size=32, uri=uri)
+    assert [c["step"] for c in report["checks"]] == [0, 3]
+    for check in report["checks"]:
+        assert [t["name"] for t in check["per_tensor"]] == ["layer.weight", "layer.bias"]
+        assert check["checked"] == check["n_parameters"] == 4 * 2 + 2
+        assert check["verdict"] == "great" and check["relative_difference"] < GREAT_BELOW
+    weights = [c["per_tensor"][0]["worst_analytic"] for c in report["checks"]]
+    assert weights[0] != weights[1]  # it trained between the checks
+
+
+def test_a_module_without_a_gradient_and_bad_arguments_exit_2_before_any_run(tmp_path, capsys) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["gradcheck", "--tracking-uri", uri, "module=tests.tracking.user_objects:ErrorAsLossModule",
+                 "data.name=tests.tracking.user_objects:BlobsData"])
     assert code == 2
-    assert "gradcheck does not support a user's own LightningModule" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "module = 'tests.tracking.user_objects:ErrorAsLossModule' cannot be gradient-checked" in err, err
     assert main(["gradcheck", "--tracking-uri", uri, "--steps", "-1", *TINY]) == 2
     assert "steps = -1" in capsys.readouterr().err
     assert main(["gradcheck", "--tracking-uri", uri, "--max-per-tensor", "0", *TINY]) == 2
     assert not (tmp_path / "mlflow.db").exists()  # refused before a store was even opened
+
+
+class _ScaledGradient(torch.autograd.Function):
+    """The identity, whose backward is `scale` times too large: a wrong backward in one tensor."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
+class _OneWrongBias(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.big = nn.Linear(20, 40)
+        self.small = nn.Parameter(torch.randn(40) * 0.1)  # a bias whose gradient is 1% off
+
+    def forward(self, x):
+        return torch.tanh(self.big(x) + _ScaledGradient.apply(self.small, 1.01))
+
+
+def test_the_verdict_is_the_worst_tensor_s() -> None:
+    """One small tensor's backward 1% off reads "worry" on its own, though the overall difference over every
+    coordinate of the net stays below the worry bound: the headline is the worst tensor's verdict."""
+    net = _OneWrongBias()
+    x = torch.randn(16, 20, dtype=torch.float64)
+    result = check_gradients(net, lambda n: n(x).pow(2).sum())
+    small = next(t for t in result.per_tensor if t.name == "small")
+    assert small.relative_difference == pytest.approx(0.01 / 2.01, rel=1e-3) and small.verdict == "worry"
+    assert result.relative_difference < WORRY_AT and gradcheck_verdict(result.relative_difference) != "worry"
+    assert result.verdict == "worry" and result.worst_tensor == "small"
 
 
 def test_failure_during_a_check_marks_the_run_failed(tmp_path, monkeypatch) -> None:
@@ -284,9 +339,3 @@ def test_failure_during_a_check_marks_the_run_failed(tmp_path, monkeypatch) -> N
     assert run.info.status == "FAILED"
     assert run.data.tags[ERROR_TAG] == "RuntimeError: planted failure"
     assert run.data.tags[KIND_TAG] == KIND_GRADCHECK
-
-
-def test_run_gradcheck_refuses_a_user_module_in_process() -> None:
-    cfg = load_config(None, ["module=tests.tracking.user_objects:LinearModule"])
-    with pytest.raises(ConfigError, match="module = "):
-        run_gradcheck(cfg)
