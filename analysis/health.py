@@ -112,8 +112,11 @@ def _nonfinite(s: Snapshot, t: Thresholds) -> Finding | None:
 
 def _grad_to_weight(s: Snapshot) -> dict[str, float]:
     grads, weights = s.get(("grad", "norm"), {}), s.get(("weight", "norm"), {})
-    # A layer whose weights are all 0 (zero init, at its first steps) has no scale to compare its gradient with.
-    return {layer: g / weights[layer] for layer, g in grads.items() if weights.get(layer)}
+    # A layer whose weights are all 0 and whose gradient is not (a zero-initialized output layer at its first steps)
+    # has no scale to compare its gradient with; one whose gradient is 0 too gets none at all (zero init's hidden
+    # layers): a ratio of 0.
+    return {layer: g / weights[layer] if weights[layer] else 0.0 for layer, g in grads.items()
+            if layer in weights and (weights[layer] or g == 0)}
 
 
 def _vanishing(s: Snapshot, t: Thresholds) -> Finding | None:

@@ -124,7 +124,8 @@ def test_inputs_off_unit_scale() -> None:
 
 def test_probabilities_handed_to_the_cross_entropy() -> None:
     rows = [(0, "act", "hidden.0", "std", 0.5), (0, "act", "z_softmax", "min", 0.001),
-            (0, "act", "z_softmax", "max", 0.4), (0, "act", "z_softmax", "mean", 0.1), (0, "act", "z_softmax", "std", 0.05)]
+            (0, "act", "z_softmax", "max", 0.4), (0, "act", "z_softmax", "mean", 0.1),
+            (0, "act", "z_softmax", "std", 0.05)]
     assert causes(HIGH_BIAS, diagnostics=diag(rows))[0] == "loss_on_probabilities"  # mean 1/K with K = 10
     rows[3] = (0, "act", "z_softmax", "mean", 0.13)
     assert "loss_on_probabilities" not in causes(HIGH_BIAS, diagnostics=diag(rows))

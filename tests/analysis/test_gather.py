@@ -123,6 +123,44 @@ def test_report_on_the_init_study_flags_the_bad_initializations_only(init_study)
     identical = next(f for f in zeros["flags"] if f["name"] == "identical_units")
     assert identical["step"] == 0 and identical["severity"] == "error"  # from the start, never broken
     assert set(identical["values"].values()) == {1.0}
+    # the diagnosis: each zero-initialized trial is told first that its units are identical, and to init at random
+    for trial in report["trials"]:
+        if trial["point"]["model"]["init"] == "zeros":
+            first = trial["findings"][0]
+            assert (trial["primary_cause"], first["cause"], first["severity"]) == ("symmetry", "symmetry", "error")
+            assert first["actions"][0]["setting"] == "model.init" and first["actions"][0]["to"] in ("he", "xavier")
+            assert "bigger" not in first["summary"]
+            recipe = [f for f in trial["findings"] if f["cause"] == "high_bias"]
+            assert all(f["severity"] == "info" for f in recipe)  # the recipe waits for a network that can learn
+
+
+@pytest.fixture(scope="module")
+def overregularized_sweep(tmp_path_factory) -> tuple[Path, dict]:
+    """The default MLP on MNIST-1D for 6 epochs with L2 of 0 and 300: the second cannot fit its training set."""
+    folder = tmp_path_factory.mktemp("overregularized")
+    sweep = {"name": "overreg", "base": {"train": {"max_epochs": 6, "early_stopping": False, "threads": 1},
+                                         "diagnostics": {"preset": "economy"}},
+             "space": {"reg.l2": {"grid": [0.0, 300.0]}}, "search": "grid", "num_samples": 1, "max_concurrent": 2}
+    (folder / "overreg.yaml").write_text(__import__("yaml").safe_dump(sweep))
+    code, summary, err = fitlens(folder, "sweep", "--config", "overreg.yaml")
+    assert code == 0, err[-3000:]
+    return folder, summary
+
+
+def test_the_over_regularized_trial_is_told_to_regularize_less_and_shown_the_trial_that_did(
+        overregularized_sweep) -> None:
+    folder, summary = overregularized_sweep
+    code, report, err = fitlens(folder, "report", summary["parent_run_id"])
+    assert code == 0, err[-3000:]
+    strong = next(t for t in report["trials"] if t["point"]["reg.l2"] == 300.0)
+    weak = next(t for t in report["trials"] if t["point"]["reg.l2"] == 0.0)
+    assert strong["verdict"] in ("high_bias", "high_bias_high_variance") and weak["train_error"] < strong["train_error"]
+    first = strong["findings"][0]
+    assert (strong["primary_cause"], first["severity"]) == ("over_regularized", "error")
+    assert first["actions"][0] == {"setting": "reg.l2", "from": 300.0, "to": 30.0,
+                                   "text": "reg.l2: 300 -> 30 (a tenth)"}
+    assert [t["run_id"] for t in first["tried"]] == [weak["run_id"]] and first["tried"][0]["value"] == 0.0
+    assert "over_regularized" not in {f["cause"] for f in weak["findings"]}
 
 
 def test_a_finished_sweep_keeps_the_trials_and_the_report_its_page_shows(overfit_sweep) -> None:
@@ -135,7 +173,7 @@ def test_a_finished_sweep_keeps_the_trials_and_the_report_its_page_shows(overfit
     runs = search_trial_runs(client, parent)
     report = reader.kept(parent.info.run_id, "report")
     assert report is not None and report["best_run_id"] in summary["trial_run_ids"]
-    computed = gather_sweep_report(client, parent, runs, every_snapshot=False)
+    computed = gather_sweep_report(client, parent, runs)
     assert json.dumps(report, sort_keys=True) == json.dumps(computed, sort_keys=True)
     assert reader.kept(parent.info.run_id, "trials") is not None
     pd.testing.assert_frame_equal(reader.trials_frame(parent.info.run_id), runs_frame(runs))
@@ -145,3 +183,32 @@ def test_a_finished_sweep_keeps_the_trials_and_the_report_its_page_shows(overfit
     assert kept_part(kept | {"version": KEPT_VERSION + 1}, "report") is None
     assert kept_part(kept | {"thresholds": kept["thresholds"] | {"high_bias": 0.5}}, "report") is None
     assert kept_part(None, "trials") is None and kept_part(kept | {"report": None}, "report") is None
+
+
+def test_the_sweep_page_and_fitlens_report_list_the_same_findings_for_every_trial(init_study) -> None:
+    """One diagnosis everywhere: the findings and flags `fitlens report` prints for each trial are those the sweep
+    page's report holds (kept by the finished sweep, and computed by a page that finds nothing kept), and the
+    table's cause column is each trial's first finding."""
+    from dashboard.pages.sweep import content
+
+    folder, summary = init_study
+    code, printed, err = fitlens(folder, "report", summary["parent_run_id"])
+    assert code == 0, err[-3000:]
+    reader = CachedReader(summary["tracking_uri"])
+    parent = reader.run(summary["parent_run_id"])
+    kept = reader.kept(summary["parent_run_id"], "report")
+    trials = reader.trials_frame(parent.info.run_id)
+    fresh = gather_sweep_report(reader.client, parent, reader.trial_runs(parent.info.run_id), trials=trials,
+                                evidence=lambda run, _row: reader.evidence(run, trials))  # the page's own path
+
+    def by_trial(report: dict) -> dict:
+        return {t["run_id"]: (t["primary_cause"], [(f["cause"], f["severity"]) for f in t["findings"]],
+                              sorted(f["name"] for f in t["flags"])) for t in report["trials"]}
+
+    assert by_trial(kept) == by_trial(printed) == by_trial(json.loads(json.dumps(fresh)))
+    assert {cause for cause, _, _ in by_trial(printed).values()} >= {"symmetry", "init_too_small", "init_too_large"}
+    table = next(c for c in content(reader, {"run_id": parent.info.run_id}, {})._traverse()
+                 if getattr(c, "id", None) == "runs-table")
+    shown = {row["trial"].rsplit("/run/", 1)[1].rstrip(")"): (row["cause"], row["flags"]) for row in table.data}
+    assert shown == {run_id: (str(cause or "").replace("_", " "), ", ".join(sorted(set(flags))))
+                     for run_id, (cause, _, flags) in by_trial(printed).items()}

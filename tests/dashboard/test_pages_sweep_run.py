@@ -112,12 +112,16 @@ def test_run_page_controls_and_the_bias_variance_panel(store) -> None:
     (slider,) = collect(run.controls(reader, run_id=runs["marked"]))["controls"]
     assert slider.id == {"type": "control", "name": "smoothing"} and slider.value == 0.6
     assert (slider.min, slider.max) == (0.0, 0.99)
-    found = collect(run.content(reader, {"run_id": runs["marked"]}, {}))
+    page = run.content(reader, {"run_id": runs["marked"]}, {})
+    found = collect(page)
     text = found["all_text"]
     assert "high variance" in text and "variance (dev - train)" in text and "10.0 points" in text
     assert "stopped early by the sweep's scheduler: ASHA stopped it after epoch 2" in text
-    # the recipe for high variance, in its order
-    recipe = [t for t in found["text"] if t.startswith(("Get more training data", "Regularize", "Try another"))]
+    # the recipe for high variance, in its order, in the bias/variance section
+    (panel,) = [c for c in page._traverse() if getattr(c, "className", None) == "section"
+                and c.children[0].children == "Bias and variance"]
+    recipe = [t for t in collect(panel)["text"]
+              if t.startswith(("Get more training data", "Regularize", "Try another"))]
     assert [r.split()[0] for r in recipe] == ["Get", "Regularize:", "Try"]
 
 
@@ -214,6 +218,17 @@ def test_sweep_and_run_pages_of_the_init_study(init_study) -> None:
 
     trials = reader.trials_frame(parent)
     zero_run = trials[trials["model.init"] == "zeros"]["run_id"].iloc[0]
-    found = collect(run.content(reader, {"run_id": zero_run}, {}))
+    page = run.content(reader, {"run_id": zero_run}, {})
+    found = collect(page)
     assert "identical_units" in found["text"]
     assert f"/layers/{zero_run}" in found["hrefs"] and f"/sweep/{parent}" in found["hrefs"]
+    # the diagnosis opens the page, cause first: identical units, and a random init to fix them
+    sections = [c for c in page._traverse() if getattr(c, "className", None) == "section"]
+    assert sections[0].children[0].children == "Diagnosis"
+    first = next(c for c in sections[0]._traverse() if getattr(c, "className", None) == "finding")
+    text = " ".join(str(t) for t in collect(first)["text"])
+    assert first.to_plotly_json()["props"]["data-cause"] == "symmetry" and "model.init" in text
+    # each piece of evidence at a layer and step links to the layers view there
+    links = [h for h in collect(first)["hrefs"] if h.startswith(f"/layers/{zero_run}?")]
+    assert links and all("at=" in h or "layer=" in h for h in links)
+    assert zeros[0]["cause"] == "symmetry"  # the sweep table's column
