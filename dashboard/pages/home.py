@@ -3,6 +3,7 @@ page, or how to make runs when the store has none."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,15 +38,28 @@ def content(reader: CachedReader, args: dict[str, str], values: dict[str, Any]) 
         ])
     parts = []
     if not sweeps.empty:
-        parts.append(section(f"Sweeps ({len(sweeps)})", sweeps_table(sweeps)))
+        causes = {run_id: cause_counts(reader.kept(run_id, "report")) for run_id in sweeps["run_id"]}
+        parts.append(section(f"Sweeps ({len(sweeps)})", sweeps_table(sweeps, causes)))
     if not lone.empty:
         parts.append(section(f"Runs outside sweeps ({len(lone)})", lone_runs_table(lone)))
     return html.Div(parts)
 
 
-def sweeps_table(sweeps: pd.DataFrame) -> html.Table:
-    """One row per sweep (a `CachedReader.sweeps()` frame): name linking to its page, status, start, best trial."""
-    header = html.Tr([html.Th(h) for h in ("sweep", "status", "started (UTC)", "best trial", "run id")])
+def cause_counts(report: Any) -> str:
+    """How many of a sweep's trials have each primary cause, most first ("symmetry 2, high bias 1"), from the report a
+    finished sweep kept; "" without one (a sweep in progress: its page computes it)."""
+    trials = (report or {}).get("trials") if isinstance(report, dict) else None
+    if not trials:
+        return ""
+    counted = Counter(t.get("primary_cause") or "none" for t in trials)
+    return ", ".join(f"{cause.replace('_', ' ')} {n}" for cause, n in counted.most_common())
+
+
+def sweeps_table(sweeps: pd.DataFrame, causes: dict[str, str] | None = None) -> html.Table:
+    """One row per sweep (a `CachedReader.sweeps()` frame): name linking to its page, status, start, best trial, and
+    its trials' primary causes counted."""
+    header = html.Tr([html.Th(h) for h in ("sweep", "status", "started (UTC)", "best trial", "causes (trials)",
+                                           "run id")])
     rows = []
     for sweep in sweeps.to_dict("records"):
         best = sweep.get("best_run_id")
@@ -54,6 +68,7 @@ def sweeps_table(sweeps: pd.DataFrame) -> html.Table:
             html.Td(str(sweep.get("status"))),
             html.Td(started(sweep.get("start_time"))),
             html.Td(run_link(best, None, "run") if isinstance(best, str) and best else "none yet"),
+            html.Td((causes or {}).get(sweep["run_id"]) or "-", className="causes"),
             html.Td(html.Code(sweep["run_id"])),
         ]))
     return html.Table([html.Thead(header), html.Tbody(rows)], className="table")

@@ -4,6 +4,7 @@ and the init study of conftest.py). Assertions are on the values in the returned
 
 from __future__ import annotations
 
+import collections
 import math
 from pathlib import Path
 
@@ -232,3 +233,9 @@ def test_sweep_and_run_pages_of_the_init_study(init_study) -> None:
     links = [h for h in collect(first)["hrefs"] if h.startswith(f"/layers/{zero_run}?")]
     assert links and all("at=" in h or "layer=" in h for h in links)
     assert zeros[0]["cause"] == "symmetry"  # the sweep table's column
+    # the home page counts the sweep's primary causes, from the report the finished sweep kept
+    counted = collections.Counter(row["cause"] for row in table.data)
+    home_page = collect(home.content(reader, {}, {}))
+    (cell,) = [str(t) for t in home_page["text"] if "symmetry " in str(t)]
+    assert sorted(cell.split(", ")) == sorted(f"{cause.replace('_', ' ')} {n}" for cause, n in counted.items())
+    assert counted["symmetry"] == len(zeros)
