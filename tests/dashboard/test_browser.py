@@ -199,3 +199,34 @@ def test_an_open_page_shows_a_running_runs_new_points_without_a_reload(served, b
     client.set_terminated(run_id)
     assert "dev 25.0%" in open_page_text, open_page_text[:2000]
     assert browser.execute_script("return window.fitlensMarker") == 42
+
+
+def test_the_diagnosis_opens_a_run_page_and_its_evidence_opens_the_layers_view(served, browser, tmp_path) -> None:
+    """A zero-initialized trial of the init study, in the browser: the diagnosis is the first section, drawn above
+    the bias/variance recipe; its first finding is the symmetry with a random init as the action; following a
+    piece of its evidence opens the layers view at that layer and step."""
+    base, runs = served
+    zeros = next(t["run_id"] for t in runs["init"]["trials"] if t["point"]["model"]["init"] == "zeros")
+    open_page(browser, f"{base}/run/{zeros}", "The basic recipe, in order")
+    headings = browser.find_elements("css selector", ".section > h3, .section > h2, .section > h4")
+    titles = [h.text for h in headings]
+    assert titles[0] == "Diagnosis", titles
+    recipe = next(h for h in headings if h.text.startswith("Bias"))
+    assert headings[0].location["y"] < recipe.location["y"]
+    first = browser.find_element("css selector", ".finding[data-rank='1']")
+    assert first.get_attribute("data-cause") == "symmetry"
+    assert "model.init" in first.text and "identical" in first.text.lower()
+    assert console_errors(browser) == []
+    screenshot(browser, "run-diagnosis", tmp_path)
+    link = next(a for a in first.find_elements("css selector", "a") if "layers view" in a.text)
+    query = dict(part.split("=", 1) for part in link.get_attribute("href").split("?", 1)[1].split("&"))
+    link.click()  # a client-side route: the layers page's controls set from the link's query
+    expect = f"Depth profile at step {query['at']}" if "at" in query else "Depth profile"
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline and not (f"/layers/{zeros}" in browser.current_url and expect in text):
+        time.sleep(0.3)
+        text = browser.find_element("tag name", "body").text
+    assert f"/layers/{zeros}" in browser.current_url and expect in text, text[:2000]
+    if "layer" in query:
+        assert query["layer"] in browser.find_element("css selector", ".controls").text
+    assert console_errors(browser) == []
