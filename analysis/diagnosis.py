@@ -711,6 +711,9 @@ def _over_regularized(e: RunEvidence, t: Thresholds) -> Finding | None:
                                          f"{100 * shrink:.0f}% of its initial {norms.iloc[0]:.3g} by step "
                                          f"{int(norms.index[-1])}", int(norms.index[-1]), None, "weight",
                                          {"first": float(norms.iloc[0]), "last": float(norms.iloc[-1])}))
+            if not (shrunk or (share is not None and share > t.penalty_share)):
+                evidence.append(Evidence(f"{setting} = {setting_text(lam)}, and {len(less)} run(s) beside it with "
+                                         "less fit their training set better", None, None, None, {setting: lam}))
             actions.append(_change(setting, lam, _scaled(lam, 0.1), "a tenth"))
             tried += less
     for setting in ("model.keep_prob", "model.input_keep_prob", "model.dropconnect_keep_prob"):

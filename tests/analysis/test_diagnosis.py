@@ -151,6 +151,7 @@ def test_over_regularization_names_the_sibling_that_regularized_less() -> None:
     found = diagnose_run(RunEvidence(row, curves=curves(train_loss=[2.0] * 5, train_cost=[2.1] * 5),
                                      siblings=siblings))
     assert found[0].cause == "over_regularized" and [t.run_id for t in found[0].tried] == ["less"]
+    assert found[0].evidence[0].text.startswith("reg.l2 = 30, and 1 run(s) beside it with less fit")
     assert "over_regularized" not in causes({"reg.l2": 30.0}, curves=heavy)  # no high bias: nothing held back
 
 
