@@ -344,9 +344,24 @@ def _init_scale(e: RunEvidence, t: Thresholds) -> Finding | None:
                                          f"in {layers[0]} to {last:.3g} in {layers[-1]}, a variance ratio of "
                                          f"{ratio:.3g}: the signal dies out layer by layer, and so do the gradients.")
     values = {k: float(v) for k, v in stds.items()}
-    return Finding(cause, "error", _log_strength(ratio, t.depth_variance_ratio) if ratio < math.inf else 1.0, text,
-                   (Evidence(f"activation std by layer at step {step}", step, layers[-1] if not grows else layers[0],
-                             "act", values),), (_init_action(e),))
+    evidence = [Evidence(f"activation std by layer at step {step}", step, layers[-1] if not grows else layers[0],
+                         "act", values)]
+    severity = "error"
+    last_step = int(e.diagnostics[e.diagnostics["stat"] == "std"]["step"].max())
+    later = _without_dropout_scaling(e, {k: v for k, v in _at_step(e, "act", "std", last_step).items()
+                                         if k in stds and math.isfinite(v)})
+    later_saturated = {k: v for k, v in _at_step(e, "act", "frac_saturated", last_step).items()
+                       if v > t.saturated_units}
+    if last_step > step and len(later) == len(stds) and min(later.values()) > 0 and not later_saturated:
+        later_ratio = (max(later.values()) / min(later.values())) ** 2
+        if later_ratio <= t.depth_variance_ratio:
+            severity = "warning"  # training got out of it: it cost epochs, it no longer stops learning
+            text += (f" Training got out of it: by step {last_step} the variance ratio is {later_ratio:.3g}; "
+                     "a better init saves those epochs.")
+            evidence.append(Evidence(f"activation std by layer at step {last_step}", last_step, None, "act",
+                                     {k: float(v) for k, v in later.items()}))
+    return Finding(cause, severity, _log_strength(ratio, t.depth_variance_ratio) if ratio < math.inf else 1.0, text,
+                   tuple(evidence), (_init_action(e),))
 
 
 def _small_preactivations(e: RunEvidence, t: Thresholds) -> Finding | None:
@@ -356,14 +371,24 @@ def _small_preactivations(e: RunEvidence, t: Thresholds) -> Finding | None:
     preacts = {k: v for k, v in _at_step(e, "preact", "std").items() if math.isfinite(v)}
     if len(preacts) < 2 or not all(0 < v < t.init_preact_low for v in preacts.values()):
         return None
-    step = int(e.diagnostics[e.diagnostics["kind"] == "preact"]["step"].min())
+    steps = e.diagnostics[e.diagnostics["kind"] == "preact"]["step"]
+    step, last_step = int(steps.min()), int(steps.max())
     largest = max(preacts.values())
-    return Finding("init_too_small", "error", _log_strength(t.init_preact_low / largest, 1.0),
-                   f"At initialization (step {step}) every hidden layer's pre-activation std is below "
-                   f"{t.init_preact_low:g} (at most {largest:.3g}): the weights are too small for the layers' fan-in, "
-                   "so the units see almost no signal, and the gradients shrink layer by layer.",
-                   (Evidence(f"pre-activation std by layer at step {step}", step, next(iter(preacts)), "preact",
-                             {k: float(v) for k, v in preacts.items()}),), (_init_action(e),))
+    text = (f"At initialization (step {step}) every hidden layer's pre-activation std is below "
+            f"{t.init_preact_low:g} (at most {largest:.3g}): the weights are too small for the layers' fan-in, so "
+            "the units see almost no signal, and the gradients shrink layer by layer.")
+    evidence = [Evidence(f"pre-activation std by layer at step {step}", step, next(iter(preacts)), "preact",
+                         {k: float(v) for k, v in preacts.items()})]
+    later = {k: v for k, v in _at_step(e, "preact", "std", last_step).items() if math.isfinite(v)}
+    severity = "error"
+    if last_step > step and later and max(later.values()) >= t.init_preact_low:
+        severity = "warning"  # training got out of it: it cost epochs, it no longer stops learning
+        text += (f" Training got out of it: by step {last_step} a layer's pre-activation std is "
+                 f"{max(later.values()):.3g}; a better init saves those epochs.")
+        evidence.append(Evidence(f"pre-activation std by layer at step {last_step}", last_step, None, "preact",
+                                 {k: float(v) for k, v in later.items()}))
+    return Finding("init_too_small", severity, _log_strength(t.init_preact_low / largest, 1.0), text,
+                   tuple(evidence), (_init_action(e),))
 
 
 def _without_dropout_scaling(e: RunEvidence, stds: dict[str, float]) -> dict[str, float]:

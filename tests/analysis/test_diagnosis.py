@@ -68,6 +68,19 @@ def test_the_activations_spread_at_initialization(stds: list[float], expected: s
     assert (found[0] if expected else found) == (expected or ["high_bias"])
 
 
+def test_an_init_that_training_got_out_of_is_a_warning_not_an_error() -> None:
+    """Xavier with ReLU: the variance falls 59x over the depth at step 0 and within 10x by the last snapshot."""
+    at_init = per_layer(0, "act", "std", [0.6, 0.4, 0.25, 0.15, 0.078])
+    held = diag(at_init + per_layer(300, "act", "std", [0.6, 0.4, 0.25, 0.15, 0.078]))
+    recovered = diag(at_init + per_layer(300, "act", "std", [0.9, 0.8, 0.7, 0.6, 0.5]))
+    first = diagnose_run(RunEvidence({**GOOD, **HIGH_BIAS}, diagnostics=held))[0]
+    assert (first.cause, first.severity) == ("init_too_small", "error")
+    findings = diagnose_run(RunEvidence({**GOOD, **HIGH_BIAS}, diagnostics=recovered))
+    assert (findings[0].cause, findings[0].severity) == ("init_too_small", "warning")
+    assert [e.step for e in findings[0].evidence] == [0, 300]
+    assert ("high_bias", "warning") in [(f.cause, f.severity) for f in findings]  # the recipe is not held back
+
+
 def test_inverted_dropout_s_scaling_is_not_a_large_init() -> None:
     """keep_prob 0.1 raises each next layer's input variance 10x at a training-mode snapshot."""
     stds = [1.0, math.sqrt(10), 10.0]
