@@ -352,7 +352,8 @@ def _init_scale(e: RunEvidence, t: Thresholds) -> Finding | None:
                                          if k in stds and math.isfinite(v)})
     later_saturated = {k: v for k, v in _at_step(e, "act", "frac_saturated", last_step).items()
                        if v > t.saturated_units}
-    if last_step > step and len(later) == len(stds) and min(later.values()) > 0 and not later_saturated:
+    if (last_step > step and len(later) == len(stds) and min(later.values()) > 0 and not later_saturated
+            and not _still_failing(e)):
         later_ratio = (max(later.values()) / min(later.values())) ** 2
         if later_ratio <= t.depth_variance_ratio:
             severity = "warning"  # training got out of it: it cost epochs, it no longer stops learning
@@ -362,6 +363,16 @@ def _init_scale(e: RunEvidence, t: Thresholds) -> Finding | None:
                                      {k: float(v) for k, v in later.items()}))
     return Finding(cause, severity, _log_strength(ratio, t.depth_variance_ratio) if ratio < math.inf else 1.0, text,
                    tuple(evidence), (_init_action(e),))
+
+
+# Health flags that, still holding at the end of training (error severity), say an init problem was not outgrown.
+STILL_FAILING = ("vanishing_gradients", "exploding_gradients", "saturated_units", "dead_units", "loss_not_falling")
+
+
+def _still_failing(e: RunEvidence) -> bool:
+    """Whether the signal or the loss is still failing at the end of training: an init problem then still stops
+    learning, whatever the layers' scale has become (a sigmoid net at std 0.01 whose units end up saturated)."""
+    return any(f.name in STILL_FAILING and f.severity == "error" for f in e.flags)
 
 
 def _small_preactivations(e: RunEvidence, t: Thresholds) -> Finding | None:
@@ -381,7 +392,7 @@ def _small_preactivations(e: RunEvidence, t: Thresholds) -> Finding | None:
                          {k: float(v) for k, v in preacts.items()})]
     later = {k: v for k, v in _at_step(e, "preact", "std", last_step).items() if math.isfinite(v)}
     severity = "error"
-    if last_step > step and later and max(later.values()) >= t.init_preact_low:
+    if last_step > step and later and max(later.values()) >= t.init_preact_low and not _still_failing(e):
         severity = "warning"  # training got out of it: it cost epochs, it no longer stops learning
         text += (f" Training got out of it: by step {last_step} a layer's pre-activation std is "
                  f"{max(later.values()):.3g}; a better init saves those epochs.")

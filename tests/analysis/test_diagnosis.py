@@ -79,6 +79,11 @@ def test_an_init_that_training_got_out_of_is_a_warning_not_an_error() -> None:
     assert (findings[0].cause, findings[0].severity) == ("init_too_small", "warning")
     assert [e.step for e in findings[0].evidence] == [0, 300]
     assert ("high_bias", "warning") in [(f.cause, f.severity) for f in findings]  # the recipe is not held back
+    # ... unless the signal still fails at the end: a layer's units saturated at the last snapshot
+    saturated = Flag("saturated_units", "error", "hidden.4", 300, "fraction saturated", {"hidden.4": 0.6}, 0.2, "",
+                     "", layers=("hidden.4",), last_step=300)
+    first = diagnose_run(RunEvidence({**GOOD, **HIGH_BIAS}, diagnostics=recovered, flags=[saturated]))[0]
+    assert (first.cause, first.severity) == ("init_too_small", "error")
 
 
 def test_inverted_dropout_s_scaling_is_not_a_large_init() -> None:
