@@ -75,7 +75,7 @@ bench: $(VENV)/.bench-installed ## Measure diagnostics, sweeps, the dashboard an
 	$(PY) benchmarks/bench_dashboard.py
 	$(PY) benchmarks/bench_tracking.py
 
-bench-diagnosis: setup ## Train the fault zoo and score the diagnosis on it (~3 minutes on 2 cores; ARGS="--held-out").
+bench-diagnosis: setup ## Train the fault zoo and score the diagnosis on it (~2 minutes on 2 cores; ARGS="--held-out").
 	$(PY) benchmarks/bench_diagnosis.py $(ARGS)
 
 lint: setup ## Run ruff and the import layers' contracts (lint-imports).

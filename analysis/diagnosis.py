@@ -765,7 +765,6 @@ def _over_regularized(e: RunEvidence, t: Thresholds) -> Finding | None:
             tried += less
     if not actions:
         return None
-    evidence += [Evidence(x.text) for x in tried]
     return Finding("over_regularized", "error", _clip(diagnosis.avoidable_bias / max(t.high_bias, 1e-9) / 4),
                    f"High bias (avoidable bias {points(diagnosis.avoidable_bias)}) while the network is strongly "
                    "regularized: the regularizer holds the training error up. Regularize less before making the "
@@ -989,6 +988,17 @@ def verdict_findings(e: RunEvidence, t: Thresholds = DEFAULT) -> list[Finding]:
 def primary_cause(findings: Sequence[Finding]) -> str | None:
     """The first finding's cause: what to look at first."""
     return findings[0].cause if findings else None
+
+
+def recipe_waits(findings: Sequence[Mapping[str, Any]]) -> str | None:
+    """What the bias/variance recipe waits for (as `finding_fields` dicts): the first finding when it is an error
+    other than the verdict's own (identical units, an init too small, a regularizer too strong), whose action comes
+    before "train a bigger network"; None when the recipe is the next step."""
+    first = findings[0] if findings else None
+    if not first or first["severity"] != "error" or first["cause"] in ("high_bias", "high_variance"):
+        return None
+    return (f"First fix what the diagnosis names ({first['title']}): the recipe's steps come after it, and will not "
+            "help until then.")
 
 
 def finding_fields(finding: Finding) -> dict[str, Any]:

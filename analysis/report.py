@@ -14,7 +14,7 @@ import pandas as pd
 from analysis.advice import Advice, advise
 from analysis.bias_variance import Diagnosis, describe, diagnose, pct
 from analysis.curves import STRENGTH_SETTINGS, TRAIN_FRACTION, learning_curve, regularization_curve
-from analysis.diagnosis import Finding, finding_fields, primary_cause
+from analysis.diagnosis import Finding, finding_fields, primary_cause, recipe_waits
 from analysis.health import Flag
 from analysis.importance import hyperparameter_importance
 from analysis.thresholds import DEFAULT, Thresholds
@@ -264,6 +264,9 @@ def _diagnosis_text(report: Mapping[str, Any]) -> list[str]:
         lines.append(f"no verdict: {report.get('note', 'no finite errors')}")
     else:
         lines.append(f"verdict: {report['verdict']}: {reading(report)}")
+        waits = recipe_waits(report.get("findings") or [])
+        if waits and report["recommendations"]:
+            lines.append(f"  {waits}")
         for i, rec in enumerate(report["recommendations"], 1):
             lines.append(f"  {i}. [{rec['problem']}] {rec['text']}")
             for evidence in rec["evidence"]:

@@ -1,7 +1,7 @@
 """How right the diagnosis is on faults it was not built around: train the fault zoo (`benchmarks/faults/zoo.py`),
 diagnose each run as `fitlens report` does, and score it.
 
-    make bench-diagnosis                       # every setup, about 10 minutes on 2 cores
+    make bench-diagnosis                       # the 45 setups, about 2 minutes on 2 cores
     .venv/bin/python benchmarks/bench_diagnosis.py --only "zeros init, tanh" --show
 
 Scores, per cause: recall (of the setups that have the fault, those whose findings name it, at any severity but

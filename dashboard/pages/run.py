@@ -13,7 +13,7 @@ import pandas as pd
 from dash import dcc, html
 
 from analysis.bias_variance import pct, points
-from analysis.diagnosis import Finding
+from analysis.diagnosis import Finding, recipe_waits
 from analysis.health import Flag
 from analysis.report import reading, run_report
 from analysis.thresholds import DEFAULT
@@ -176,21 +176,16 @@ def bias_variance_panel(report: Mapping[str, Any]) -> list[Any]:
                               html.Ul(tried) if tried else html.Span(" (no run beside this one tried it yet)",
                                                                       className="muted")]))
     if steps:
-        parts += [html.H3("The basic recipe, in order"), *_recipe_waits(report.get("findings") or []),
+        parts += [html.H3("The basic recipe, in order"), *_recipe_waits(report),
                   html.Ol(steps)]
     else:
         parts.append(html.P("Low bias and low variance: the recipe has no next step for this run."))
     return parts
 
 
-def _recipe_waits(findings: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """A notice when the diagnosis's first finding is an error that stops learning (stage 1): the recipe's steps
-    assume a network that learns, so they come after it."""
-    first = findings[0] if findings else None
-    if not first or first["severity"] != "error" or first["stage"] != 1:
-        return []
-    return [message(f"First fix what the diagnosis names above ({first['title']}): the recipe assumes a network "
-                    "that learns, and its steps will not help until then.", "warning")]
+def _recipe_waits(report: Mapping[str, Any]) -> list[Any]:
+    waits = recipe_waits(report.get("findings") or [])
+    return [message(waits, "warning")] if waits else []
 
 
 def health_panel(flags: Sequence[Flag] | None, running: bool = False) -> list[Any]:

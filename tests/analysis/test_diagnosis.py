@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.diagnosis import CAUSES, RunEvidence, diagnose_run, finding_fields, primary_cause
+from analysis.diagnosis import CAUSES, RunEvidence, diagnose_run, finding_fields, primary_cause, recipe_waits
 from analysis.health import Flag
 
 GOOD = {"run_id": "r", "train_error": 0.06, "dev_error": 0.10, "reference_error": 0.04, "n_classes": 10,
@@ -212,3 +212,15 @@ def test_every_cause_is_documented_and_the_first_finding_is_the_primary_cause() 
     assert [c for c in CAUSES if f"`{c}`" not in doc] == []
     findings = diagnose_run(RunEvidence({**GOOD, "data.batch_size": 1}))
     assert primary_cause(findings) == findings[0].cause == "batch_too_small"
+
+
+def test_the_recipe_waits_for_an_error_that_is_not_the_verdict_s() -> None:
+    def first(**kwargs: object) -> list[dict]:
+        return [finding_fields(f) for f in diagnose_run(RunEvidence(**kwargs))]
+
+    symmetric = Flag("identical_units", "error", "hidden.0", 0, "weight symmetry", {"hidden.0": 1.0, "hidden.1": 1.0},
+                     0.99, "", "", layers=("hidden.0", "hidden.1"), last_step=300)
+    assert recipe_waits(first(row={**GOOD, **HIGH_BIAS}, flags=[symmetric])).startswith(
+        "First fix what the diagnosis names (identical units")
+    assert recipe_waits(first(row={**GOOD, **HIGH_BIAS})) is None  # high bias alone: the recipe is the next step
+    assert recipe_waits(first(row=GOOD)) is None and recipe_waits([]) is None

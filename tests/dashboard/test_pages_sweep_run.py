@@ -234,7 +234,7 @@ def test_sweep_and_run_pages_of_the_init_study(init_study) -> None:
     assert links and all("at=" in h or "layer=" in h for h in links)
     assert zeros[0]["cause"] == "symmetry"  # the sweep table's column
     # the recipe below waits for the symmetry to be fixed; the best trial's recipe does not
-    assert any(str(t).startswith("First fix what the diagnosis names above (identical units") for t in found["text"])
+    assert any(str(t).startswith("First fix what the diagnosis names (identical units") for t in found["text"])
     best = collect(run.content(reader, {"run_id": summary["best_run_id"]}, {}))
     assert not any(str(t).startswith("First fix") for t in best["text"])
     # the home page counts the sweep's primary causes, from the report the finished sweep kept
