@@ -162,8 +162,9 @@ def test_the_over_regularized_trial_is_told_to_regularize_less_and_shown_the_tri
     assert [t["run_id"] for t in first["tried"]] == [weak["run_id"]] and first["tried"][0]["value"] == 0.0
     assert "over_regularized" not in {f["cause"] for f in weak["findings"]}
     # the text report says so before the recipe's "bigger network", and the weak trial's recipe is not held back
-    texts = {name: subprocess.run([FITLENS, "report", trial["run_id"]], cwd=folder, env=env(), capture_output=True,
-                                  text=True, timeout=300).stdout for name, trial in (("strong", strong), ("weak", weak))}
+    texts = {name: subprocess.run([FITLENS, "report", trial["run_id"]], cwd=folder, env=env(),
+                                  capture_output=True, text=True, timeout=300).stdout
+             for name, trial in (("strong", strong), ("weak", weak))}
     waits = "First fix what the diagnosis names (too much regularization holds the training error up)"
     assert texts["strong"].index(waits) < texts["strong"].index("1. [high_bias] Train a bigger network")
     assert "First fix" not in texts["weak"]
