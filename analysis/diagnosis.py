@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.bias_variance import Diagnosis, diagnose, pct, points
-from analysis.health import HEALTH_STATS, Flag, depth_order
+from analysis.health import HEALTH_STATS, Flag, depth_order, variance_ratio
 from analysis.thresholds import DEFAULT, Thresholds
 from analysis.values import finite_or_none, setting_text
 from tracking.gradcheck_verdict import gradcheck_verdict
@@ -327,7 +327,7 @@ def _init_scale(e: RunEvidence, t: Thresholds) -> Finding | None:
     first, last = stds[layers[0]], stds[layers[-1]]
     step = int(e.diagnostics[e.diagnostics["stat"] == "std"]["step"].min())
     saturated = {k: v for k, v in _at_step(e, "act", "frac_saturated").items() if v > t.saturated_units}
-    ratio = (max(stds.values()) / min(stds.values())) ** 2 if min(stds.values()) > 0 else math.inf
+    ratio = variance_ratio(stds)
     grows = last > first
     if ratio <= t.depth_variance_ratio and not saturated:
         return None
@@ -343,26 +343,33 @@ def _init_scale(e: RunEvidence, t: Thresholds) -> Finding | None:
         cause, text = "init_too_small", (f"At initialization (step {step}) the activation std falls from {first:.3g} "
                                          f"in {layers[0]} to {last:.3g} in {layers[-1]}, a variance ratio of "
                                          f"{ratio:.3g}: the signal dies out layer by layer, and so do the gradients.")
-    values = {k: float(v) for k, v in stds.items()}
-    evidence = [Evidence(f"activation std by layer at step {step}", step, layers[-1] if not grows else layers[0],
-                         "act", values)]
-    severity = "error"
+    found = Finding(cause, "error", _log_strength(ratio, t.depth_variance_ratio) if ratio < math.inf else 1.0, text,
+                    (Evidence(f"activation std by layer at step {step}", step, layers[-1] if not grows else layers[0],
+                              "act", {k: float(v) for k, v in stds.items()}),), (_init_action(e),))
     last_step = int(e.diagnostics[e.diagnostics["stat"] == "std"]["step"].max())
     later = _without_dropout_scaling(e, {k: v for k, v in _at_step(e, "act", "std", last_step).items()
                                          if k in stds and math.isfinite(v)})
-    later_saturated = {k: v for k, v in _at_step(e, "act", "frac_saturated", last_step).items()
-                       if v > t.saturated_units}
-    if (last_step > step and len(later) == len(stds) and min(later.values()) > 0 and not later_saturated
-            and not _still_failing(e)):
-        later_ratio = (max(later.values()) / min(later.values())) ** 2
-        if later_ratio <= t.depth_variance_ratio:
-            severity = "warning"  # training got out of it: it cost epochs, it no longer stops learning
-            text += (f" Training got out of it: by step {last_step} the variance ratio is {later_ratio:.3g}; "
-                     "a better init saves those epochs.")
-            evidence.append(Evidence(f"activation std by layer at step {last_step}", last_step, None, "act",
-                                     {k: float(v) for k, v in later.items()}))
-    return Finding(cause, severity, _log_strength(ratio, t.depth_variance_ratio) if ratio < math.inf else 1.0, text,
-                   tuple(evidence), (_init_action(e),))
+    later_saturated = any(v > t.saturated_units for v in _at_step(e, "act", "frac_saturated", last_step).values())
+    if last_step <= step or len(later) != len(stds) or later_saturated:
+        return found
+    later_ratio = variance_ratio(later)
+    return _unless_outgrown(e, found, later_ratio <= t.depth_variance_ratio, last_step, "act", later,
+                            f"the variance ratio is {later_ratio:.3g}")
+
+
+def _unless_outgrown(e: RunEvidence, found: Finding, outgrown: bool, step: int, kind: str, later: dict[str, float],
+                     how: str) -> Finding:
+    """An init finding (an error) as a warning when training got out of it by `step` (`outgrown`: the layers'
+    `kind` std there, `later`, is healthy; `how` says so) and no health flag still fails at the end: it cost
+    epochs, it no longer stops learning."""
+    if not outgrown or _still_failing(e):
+        return found
+    name = "activation" if kind == "act" else "pre-activation"
+    return dataclasses.replace(
+        found, severity="warning",
+        summary=f"{found.summary} Training got out of it: by step {step} {how}; a better init saves those epochs.",
+        evidence=(*found.evidence, Evidence(f"{name} std by layer at step {step}", step, None, kind,
+                                            {k: float(v) for k, v in later.items()})))
 
 
 # Health flags that, still holding at the end of training (error severity), say an init problem was not outgrown.
@@ -385,21 +392,17 @@ def _small_preactivations(e: RunEvidence, t: Thresholds) -> Finding | None:
     steps = e.diagnostics[e.diagnostics["kind"] == "preact"]["step"]
     step, last_step = int(steps.min()), int(steps.max())
     largest = max(preacts.values())
-    text = (f"At initialization (step {step}) every hidden layer's pre-activation std is below "
-            f"{t.init_preact_low:g} (at most {largest:.3g}): the weights are too small for the layers' fan-in, so "
-            "the units see almost no signal, and the gradients shrink layer by layer.")
-    evidence = [Evidence(f"pre-activation std by layer at step {step}", step, next(iter(preacts)), "preact",
-                         {k: float(v) for k, v in preacts.items()})]
+    found = Finding("init_too_small", "error", _log_strength(t.init_preact_low / largest, 1.0),
+                    f"At initialization (step {step}) every hidden layer's pre-activation std is below "
+                    f"{t.init_preact_low:g} (at most {largest:.3g}): the weights are too small for the layers' "
+                    "fan-in, so the units see almost no signal, and the gradients shrink layer by layer.",
+                    (Evidence(f"pre-activation std by layer at step {step}", step, next(iter(preacts)), "preact",
+                              {k: float(v) for k, v in preacts.items()}),), (_init_action(e),))
     later = {k: v for k, v in _at_step(e, "preact", "std", last_step).items() if math.isfinite(v)}
-    severity = "error"
-    if last_step > step and later and max(later.values()) >= t.init_preact_low and not _still_failing(e):
-        severity = "warning"  # training got out of it: it cost epochs, it no longer stops learning
-        text += (f" Training got out of it: by step {last_step} a layer's pre-activation std is "
-                 f"{max(later.values()):.3g}; a better init saves those epochs.")
-        evidence.append(Evidence(f"pre-activation std by layer at step {last_step}", last_step, None, "preact",
-                                 {k: float(v) for k, v in later.items()}))
-    return Finding("init_too_small", severity, _log_strength(t.init_preact_low / largest, 1.0), text,
-                   tuple(evidence), (_init_action(e),))
+    if last_step <= step or not later:
+        return found
+    return _unless_outgrown(e, found, max(later.values()) >= t.init_preact_low, last_step, "preact", later,
+                            f"a layer's pre-activation std is {max(later.values()):.3g}")
 
 
 def _without_dropout_scaling(e: RunEvidence, stds: dict[str, float]) -> dict[str, float]:
@@ -459,11 +462,12 @@ def _no_gradient(e: RunEvidence, t: Thresholds) -> Finding | None:
                    (Action(None, None, None, f"unfreeze {silent[0]} (requires_grad=True) or connect it to the loss"),))
 
 
-def _loss_trend(e: RunEvidence) -> tuple[np.ndarray, np.ndarray]:
+def _loss_trend(e: RunEvidence) -> np.ndarray:
+    """The finite per-epoch training cost J (the loss alone when the cost is not recorded)."""
     loss = e.curve("train/cost")
     if not len(loss) or not np.isfinite(loss).any():
         loss = e.curve("train/loss")
-    return loss[np.isfinite(loss)], e.curve_steps("train/loss")
+    return loss[np.isfinite(loss)]
 
 
 def _weight_norms(e: RunEvidence) -> pd.Series:
@@ -522,7 +526,7 @@ def _lr_too_high(e: RunEvidence, t: Thresholds) -> Finding | None:
                                  "weight",
                                  {"first": float(norms.iloc[0]), "last": float(norms.iloc[-1])}))
         strength = max(strength, _clip(math.log10(growth)))
-    loss, _ = _loss_trend(e)
+    loss = _loss_trend(e)
     k = finite_or_none(e.row.get("n_classes"))
     if len(loss) >= 3:
         best = float(np.min(loss))
@@ -649,7 +653,7 @@ def _loss_on_probabilities(e: RunEvidence, t: Thresholds) -> Finding | None:
     at = {stat: float(rows[(rows["stat"] == stat) & (rows["step"] == first)]["value"].iloc[0])
           for stat in ("min", "max", "mean")}
     floor = math.log(1 + (k - 1) / math.e)
-    loss, _ = _loss_trend(e)
+    loss = _loss_trend(e)
     best = float(np.min(loss)) if len(loss) else math.nan
     return Finding("loss_on_probabilities", "error", 1.0,
                    f"The network's last layer ({last}) outputs probabilities (each in [0, 1], averaging 1/{k}), and "
@@ -823,7 +827,7 @@ def _undertrained(e: RunEvidence, t: Thresholds) -> Finding | None:
 
 def _plateau(e: RunEvidence, t: Thresholds) -> Finding | None:
     diagnosis = _diagnosis(e, t)
-    loss, _ = _loss_trend(e)
+    loss = _loss_trend(e)
     if diagnosis is None or diagnosis.avoidable_bias <= t.high_bias or len(loss) < 8 or not loss[len(loss) // 2] > 0:
         return None
     half = loss[len(loss) // 2:]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,18 +159,25 @@ def _above(kind: str, stat: str, threshold: Callable[[Thresholds], float]):
     return check
 
 
+def variance_ratio(stds: Mapping[str, float]) -> float:
+    """The largest activation variance over the smallest across the layers (SageMaker's PoorWeightInitialization
+    ratio); infinite when a layer's std is 0."""
+    smallest = min(stds.values())
+    return (max(stds.values()) / smallest) ** 2 if smallest > 0 else math.inf
+
+
 def _spread(collapsing: bool):
     def check(s: Snapshot, t: Thresholds) -> Finding | None:
         stds = s.get(("act", "std"), {})
         factor = _depth_factor(stds)
         if factor is None:
             return None
-        variance_ratio = (max(stds.values()) / min(stds.values())) ** 2
-        if variance_ratio <= t.depth_variance_ratio:
+        ratio = variance_ratio(stds)
+        if ratio <= t.depth_variance_ratio:
             return None  # a trend, but the layers' variances stay within the ratio
         if (factor < t.collapsing_spread) if collapsing else (factor > t.exploding_spread):
             layers = tuple(stds)
-            return Finding(stds, layers, layers[-1], {"per_layer_factor": factor, "variance_ratio": variance_ratio})
+            return Finding(stds, layers, layers[-1], {"per_layer_factor": factor, "variance_ratio": ratio})
         return None
     return check
 
