@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +20,19 @@ from analysis.report import run_report, sweep_report
 from analysis.thresholds import DEFAULT, Thresholds
 from lightning_modules.config import ConfigError
 from tracking import reader
-from tracking.layout import DIVERGED_TAG, KEPT_FILE, KIND_GRADCHECK, KIND_SWEEP, KIND_TAG, POINT_TAG, SWEEP_TAG
+from tracking.layout import (
+    CAUSES_TAG,
+    DIVERGED_TAG,
+    KEPT_FILE,
+    KIND_GRADCHECK,
+    KIND_SWEEP,
+    KIND_TAG,
+    POINT_TAG,
+    SWEEP_TAG,
+)
 from tracking.store import quiet_libraries
 from tracking.sweep_config import SweepConfig
-from tracking.writer import log_json
+from tracking.writer import log_json, set_tags
 
 if TYPE_CHECKING:  # annotations only: MLflow is read and written through tracking.reader and tracking.writer
     from mlflow.entities import Run
@@ -100,16 +110,20 @@ def keep_sweep(uri: str | None, parent_run_id: str) -> None:
     for hundreds of trials (parsing every param, each trial's diagnosis, the importance forest): its trials as
     `reader.runs_frame` rows and its report (default thresholds), which is `fitlens report`'s.
     `fitlens sweep` calls it once the sweep has finished and written its trials file; `kept_part` reads it
-    back, while the sweep has the finish that file belongs to."""
+    back, while the sweep has the finish that file belongs to. Its trials counted by primary cause go in
+    CAUSES_TAG, which the home page reads with the sweeps themselves (`reader.sweep_causes`)."""
     client = reader.open_client(uri)
     parent = reader.get_run(client, parent_run_id)
     runs = reader.trial_runs(client, parent)
     sweep = reader.sweep_config(client, parent_run_id)
     trials = reader.runs_frame(runs, sweep.metric)
-    doc = {"version": KEPT_VERSION, "thresholds": dataclasses.asdict(DEFAULT),
-           "trials": trials.to_dict("records"),
-           "report": gather_sweep_report(client, parent, runs, trials=trials, sweep=sweep)}
+    report = gather_sweep_report(client, parent, runs, trials=trials, sweep=sweep)
+    doc = {"version": KEPT_VERSION, "thresholds": dataclasses.asdict(DEFAULT), "trials": trials.to_dict("records"),
+           "report": report}
     log_json(client, parent_run_id, doc, KEPT_FILE)
+    counts = Counter(trial.get("primary_cause") or "none" for trial in report["trials"])
+    set_tags(client, parent_run_id, {CAUSES_TAG: json.dumps({"end_time": parent.info.end_time,
+                                                             "counts": dict(counts.most_common())})})
 
 
 def kept_part(kept: Any, part: str) -> Any:

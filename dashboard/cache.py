@@ -133,11 +133,12 @@ class CachedReader:
             pending.set()
 
     def sweeps(self) -> pd.DataFrame:
-        """The sweeps' parent runs, newest first: run_id, run_name, experiment_id, status, start_time, best_run_id."""
+        """The sweeps' parent runs, newest first: run_id, run_name, experiment_id, status, start_time, best_run_id,
+        causes (its trials counted by primary cause, `reader.sweep_causes`: None until it finished)."""
         rows = [(r.info.run_id, r.info.run_name, r.info.experiment_id, r.info.status, r.info.start_time,
-                 r.data.tags.get(BEST_RUN_TAG)) for r in reader.sweeps(self.client)]
+                 r.data.tags.get(BEST_RUN_TAG), reader.sweep_causes(r)) for r in reader.sweeps(self.client)]
         return pd.DataFrame(rows, columns=["run_id", "run_name", "experiment_id", "status", "start_time",
-                                           "best_run_id"])
+                                           "best_run_id", "causes"])
 
     def lone_runs(self) -> pd.DataFrame:
         """Runs that are neither a sweep's parent nor its trial (fitlens train, gradcheck), newest first, as

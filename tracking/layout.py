@@ -41,6 +41,7 @@ STUDY_TAG = "fitlens.study"  # parent: the sweep's name
 BEST_RUN_TAG = "fitlens.best_run_id"  # parent: the trial with the lowest metric
 REFINED_FROM_TAG = "fitlens.refined_from"  # parent: the sweep that `fitlens sweep refine` narrowed
 TRIALS_TAG = "fitlens.trials_end_time"  # parent: the end time of the sweep that TRIALS_FILE and KEPT_FILE belong to
+CAUSES_TAG = "fitlens.causes"  # parent: {"end_time", "counts"}: its trials counted by primary cause, with KEPT_FILE
 SWEEP_TAG = "fitlens.sweep_id"  # child: the parent run id (MLflow's own mlflow.parentRunId is set too)
 PARENT_RUN_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "fitlens.trial_id"  # child: Ray Tune's trial id

@@ -30,6 +30,7 @@ from mlflow.utils.file_utils import local_file_uri_to_path
 
 from lightning_modules.config import ConfigError
 from tracking.layout import (
+    CAUSES_TAG,
     DIAGNOSTICS_DIR,
     DIVERGED_TAG,
     ERROR_TAG,
@@ -193,6 +194,19 @@ def finished_file(client: MlflowClient, parent: Run, name: str) -> dict[str, Any
         except Exception:  # removed, or not JSON: the store has the runs themselves
             pass
     return None
+
+
+def sweep_causes(parent: Run) -> dict[str, int] | None:
+    """The sweep's trials counted by primary cause ({cause: trials}, most first), as kept with its KEPT_FILE when
+    it finished (CAUSES_TAG), while the sweep has that finish; else None."""
+    try:
+        kept = json.loads(parent.data.tags.get(CAUSES_TAG, ""))
+    except ValueError:
+        return None
+    if parent.info.status != "FINISHED" or not isinstance(kept, dict) or kept.get("end_time") != parent.info.end_time:
+        return None
+    counts = kept.get("counts")
+    return counts if isinstance(counts, dict) else None
 
 
 def run_from_doc(doc: dict[str, Any]) -> Run:

@@ -3,7 +3,6 @@ page, or how to make runs when the store has none."""
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,24 +37,21 @@ def content(reader: CachedReader, args: dict[str, str], values: dict[str, Any]) 
         ])
     parts = []
     if not sweeps.empty:
-        causes = {run_id: cause_counts(reader.kept(run_id, "report")) for run_id in sweeps["run_id"]}
-        parts.append(section(f"Sweeps ({len(sweeps)})", sweeps_table(sweeps, causes)))
+        parts.append(section(f"Sweeps ({len(sweeps)})", sweeps_table(sweeps)))
     if not lone.empty:
         parts.append(section(f"Runs outside sweeps ({len(lone)})", lone_runs_table(lone)))
     return html.Div(parts)
 
 
-def cause_counts(report: Any) -> str:
-    """How many of a sweep's trials have each primary cause, most first ("symmetry 2, high bias 1"), from the report a
-    finished sweep kept; "" without one (a sweep in progress: its page computes it)."""
-    trials = (report or {}).get("trials") if isinstance(report, dict) else None
-    if not trials:
+def cause_counts(counts: Any) -> str:
+    """A finished sweep's trials counted by primary cause, most first ("symmetry 2, high bias 1"); "" without
+    (a sweep in progress: its page computes them)."""
+    if not isinstance(counts, dict) or not counts:
         return ""
-    counted = Counter(t.get("primary_cause") or "none" for t in trials)
-    return ", ".join(f"{cause.replace('_', ' ')} {n}" for cause, n in counted.most_common())
+    return ", ".join(f"{cause.replace('_', ' ')} {n}" for cause, n in counts.items())
 
 
-def sweeps_table(sweeps: pd.DataFrame, causes: dict[str, str] | None = None) -> html.Table:
+def sweeps_table(sweeps: pd.DataFrame) -> html.Table:
     """One row per sweep (a `CachedReader.sweeps()` frame): name linking to its page, status, start, best trial, and
     its trials' primary causes counted."""
     header = html.Tr([html.Th(h) for h in ("sweep", "status", "started (UTC)", "best trial", "causes (trials)",
@@ -68,7 +64,7 @@ def sweeps_table(sweeps: pd.DataFrame, causes: dict[str, str] | None = None) -> 
             html.Td(str(sweep.get("status"))),
             html.Td(started(sweep.get("start_time"))),
             html.Td(run_link(best, None, "run") if isinstance(best, str) and best else "none yet"),
-            html.Td((causes or {}).get(sweep["run_id"]) or "-", className="causes"),
+            html.Td(cause_counts(sweep.get("causes")) or "-", className="causes"),
             html.Td(html.Code(sweep["run_id"])),
         ]))
     return html.Table([html.Thead(header), html.Tbody(rows)], className="table")

@@ -14,8 +14,15 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from tracking.layout import KIND_TAG, POINT_TAG, SWEEP_TAG, TRIALS_FILE, TRIALS_TAG
-from tracking.reader import SQL_KEYS_PER_QUERY, _sql_histories, _sql_store, search_trial_runs, trial_runs
+from tracking.layout import CAUSES_TAG, KIND_TAG, POINT_TAG, SWEEP_TAG, TRIALS_FILE, TRIALS_TAG
+from tracking.reader import (
+    SQL_KEYS_PER_QUERY,
+    _sql_histories,
+    _sql_store,
+    search_trial_runs,
+    sweep_causes,
+    trial_runs,
+)
 from tracking.store import client_for
 from tracking.writer import experiment_id, write_trials
 
@@ -103,3 +110,19 @@ def test_one_query_for_many_keys_gives_what_a_query_per_key_gives(init_study) ->
         fast = _sql_histories(_sql_store(client), run_id, keys, per_query)
         assert list(fast) == keys and {key: points(found) for key, found in fast.items()} == slow
     assert slow["no/such/key"] == [] and sum(map(len, slow.values())) > 1000
+
+
+def test_a_sweep_s_cause_counts_hold_while_it_has_the_finish_they_were_kept_with(sweep) -> None:
+    """CAUSES_TAG is read with the finish it names: a resumed sweep (RUNNING) or one that ended again without
+    keeping its counts has none; a tag that is not JSON is none either."""
+    client, parent = sweep
+    counts = {"symmetry": 2, "high_bias": 1}
+    client.set_tag(parent, CAUSES_TAG, json.dumps({"end_time": 10_000, "counts": counts}))
+    assert sweep_causes(client.get_run(parent)) == counts
+    client.set_tag(parent, CAUSES_TAG, json.dumps({"end_time": 9_999, "counts": counts}))
+    assert sweep_causes(client.get_run(parent)) is None
+    client.set_tag(parent, CAUSES_TAG, "not json")
+    assert sweep_causes(client.get_run(parent)) is None
+    client.set_tag(parent, CAUSES_TAG, json.dumps({"end_time": 10_000, "counts": counts}))
+    client.update_run(parent, status="RUNNING")
+    assert sweep_causes(client.get_run(parent)) is None
