@@ -348,13 +348,26 @@ def run_gradcheck(
 
         def cost(checked: nn.Module) -> Tensor:
             return training_cost(module, checked, x64, y)
+
+        def batch_cost(batch: tuple[Tensor, Tensor]) -> Tensor:
+            return training_cost(module, module.net, *batch)
+
+        def optimizer() -> torch.optim.Optimizer:
+            return build_optimizer(module.net.parameters(), cfg.optim)
     else:  # a user's LightningModule: J is what its training_step returns, on all its parameters
         net = module
         _quiet_logging(module)
 
         def cost(checked: nn.Module) -> Tensor:
             return step_cost(checked, x64, y, cfg.module)
+
+        def batch_cost(batch: tuple[Tensor, Tensor]) -> Tensor:
+            return step_cost(module, *batch, cfg.module)
+
+        def optimizer() -> torch.optim.Optimizer:
+            return _optimizer_of(module, cfg.module)
         _check_differentiable(module, cost, cfg.module)
+    between_checks = optimizer() if steps > 0 else None  # a module without one fails here, before any run
 
     tags = {KIND_TAG: KIND_GRADCHECK, **config_tags(cfg)}
     extra_params = {"gradcheck.steps": steps, "gradcheck.batch_size": len(y),
@@ -362,13 +375,8 @@ def run_gradcheck(
     with recorded_run(cfg, uri, tags, extra_params) as run:
         checks = [{"step": 0, **check_gradients(net, cost, max_per_tensor=max_per_tensor).to_dict()}]
         run.writer.log_metrics({GRADCHECK_METRIC: _metric_value(checks[-1])}, step=0)
-        if steps > 0:
-            if isinstance(module, FitModule):
-                _train_steps(module, datamodule, build_optimizer(module.net.parameters(), cfg.optim), steps,
-                             lambda batch: training_cost(module, module.net, *batch))
-            else:
-                _train_steps(module, datamodule, _optimizer_of(module, cfg.module), steps,
-                             lambda batch: step_cost(module, *batch, cfg.module))
+        if between_checks is not None:
+            _train_steps(module, datamodule, between_checks, steps, batch_cost)
             checks.append({"step": steps, **check_gradients(net, cost, max_per_tensor=max_per_tensor).to_dict()})
             run.writer.log_metrics({GRADCHECK_METRIC: _metric_value(checks[-1])}, step=steps)
         report = _report(checks, run.run_id, run.experiment_id, run.tracking_uri, batch_size=len(y),
@@ -483,9 +491,8 @@ def _optimizer_of(module: nn.Module, path: str | None) -> torch.optim.Optimizer:
 def _train_steps(module: nn.Module, datamodule: Any, optimizer: torch.optim.Optimizer, steps: int,
                  cost: Callable[[tuple[Tensor, Tensor]], Tensor]) -> None:
     """`steps` optimizer steps on J (`cost` of a batch) over training batches (reshuffled each pass), dropout on."""
-    net = module
-    was_training = net.training
-    net.train()
+    was_training = module.training
+    module.train()
     done = 0
     while done < steps:
         progressed = False
@@ -499,7 +506,7 @@ def _train_steps(module: nn.Module, datamodule: Any, optimizer: torch.optim.Opti
                 break
         if not progressed:
             raise ConfigError("the training dataloader yielded no batches; gradcheck cannot train between checks")
-    net.train(was_training)
+    module.train(was_training)
 
 
 def _metric_value(check: dict[str, Any]) -> float:
