@@ -117,10 +117,11 @@ def _add_gradcheck_parser(commands: Any) -> None:
         description="Compare the gradient of the cost J (cross-entropy + the L2/L1 terms) on a fixed training "
         "batch with two-sided finite differences (eps 1e-7, float64, dropout off), at initialization and after "
         "--steps optimizer steps, overall and per parameter tensor. Verdict on the relative difference: great "
-        "below 1e-6, look closer below 1e-3, worry from 1e-3. Every coordinate is checked by default: the "
-        "default config (an MLP on MNIST-1D, ~15k parameters) takes ~20 s on 2 CPU cores, ~5 s per check; for "
-        "big nets set --max-per-tensor. The exit status is 0 whatever the verdict (it is a measurement), 2 on a config "
-        "error. Overrides look like model.depth=6 reg.l2=0.1.",
+        "below 1e-6, look closer below 1e-3, worry from 1e-3; a check reads its worst tensor's verdict. "
+        "module=package.module:Class checks your own LightningModule on its training_step loss. Every "
+        "coordinate is checked by default: the default config (an MLP on MNIST-1D, ~15k parameters) takes ~20 s "
+        "on 2 CPU cores, ~5 s per check; for big nets set --max-per-tensor. The exit status is 0 whatever the "
+        "verdict (it is a measurement), 2 on a config error. Overrides look like model.depth=6 reg.l2=0.1.",
     )
     gradcheck.add_argument("--config", metavar="FILE", help="a YAML run config (default: the default config)")
     gradcheck.add_argument("--steps", type=int, default=GRADCHECK_STEPS, metavar="K",
