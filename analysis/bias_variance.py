@@ -8,10 +8,12 @@ bias first: a network that cannot fit its training set gains nothing from more d
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from analysis.thresholds import DEFAULT, Thresholds
+from analysis.values import finite_or_none
 
 Verdict = Literal["high_bias", "high_variance", "high_bias_high_variance", "good_fit"]
 Problem = Literal["high_bias", "high_variance"]
@@ -112,3 +114,12 @@ def pct(error: float) -> str:
 def points(difference: float) -> str:
     """A difference of error rates in points of error."""
     return "n/a" if difference is None or not math.isfinite(difference) else f"{100 * difference:.1f} points"
+
+
+def row_diagnosis(run: Mapping[str, Any], thresholds: Thresholds = DEFAULT) -> Diagnosis | None:
+    """The bias/variance diagnosis of a `tracking.reader.runs_frame` row, None without a finite train and dev error
+    (ValueError for an error outside [0, 1])."""
+    train, dev = finite_or_none(run.get("train_error")), finite_or_none(run.get("dev_error"))
+    if train is None or dev is None:
+        return None
+    return diagnose(train, dev, finite_or_none(run.get("reference_error")) or 0.0, thresholds)

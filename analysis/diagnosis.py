@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.bias_variance import Diagnosis, diagnose, pct, points
+from analysis.bias_variance import Diagnosis, pct, points, row_diagnosis
 from analysis.health import HEALTH_STATS, Flag, depth_order, variance_ratio
 from analysis.thresholds import DEFAULT, Thresholds
 from analysis.values import finite_or_none, setting_text
@@ -199,11 +199,9 @@ def chance_error(e: RunEvidence) -> float | None:
 
 
 def _diagnosis(e: RunEvidence, t: Thresholds) -> Diagnosis | None:
-    train, dev = finite_or_none(e.row.get("train_error")), finite_or_none(e.row.get("dev_error"))
-    if train is None or dev is None:
-        return None
+    """The run's bias/variance diagnosis; None without finite errors in [0, 1]."""
     try:
-        return diagnose(train, dev, finite_or_none(e.row.get("reference_error")) or 0.0, t)
+        return row_diagnosis(e.row, t)
     except ValueError:
         return None
 

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.advice import Advice, advise
-from analysis.bias_variance import Diagnosis, describe, diagnose, pct
+from analysis.bias_variance import Diagnosis, describe, diagnose, pct, row_diagnosis
 from analysis.curves import STRENGTH_SETTINGS, TRAIN_FRACTION, learning_curve, regularization_curve
 from analysis.diagnosis import Finding, finding_fields, primary_cause, recipe_waits
 from analysis.health import Flag
@@ -76,15 +76,6 @@ def run_report(
     fields["findings"] = [finding_fields(f) for f in findings]
     fields["thresholds"] = {"high_bias": thresholds.high_bias, "high_variance": thresholds.high_variance}
     return fields
-
-
-def row_diagnosis(run: Mapping[str, Any], thresholds: Thresholds = DEFAULT) -> Diagnosis | None:
-    """The bias/variance diagnosis of a `tracking.reader.runs_frame` row, None without a finite train and dev error
-    (ValueError for an error outside [0, 1])."""
-    train, dev = finite_or_none(run.get("train_error")), finite_or_none(run.get("dev_error"))
-    if train is None or dev is None:
-        return None
-    return diagnose(train, dev, finite_or_none(run.get("reference_error")) or 0.0, thresholds)
 
 
 def sweep_report(
